@@ -156,7 +156,9 @@ pub enum IoRequest {
 #[serde(tag = "io", rename_all = "snake_case")]
 pub enum IoResult {
     /// The config file's bytes; `None` when the file does not exist.
-    Config { result: Result<Option<Vec<u8>>, String> },
+    Config {
+        result: Result<Option<Vec<u8>>, String>,
+    },
     /// A write or unlock finished.
     Written { result: Result<(), String> },
     /// One probe per requested directory.

@@ -42,10 +42,17 @@
 //! `agents.yaml`, a crashing child) is a normal input that produces a reply. Only driver
 //! misuse (an unknown op or process id) is an `Err`.
 
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod describe;
 mod engine;
 mod ids;
 mod io;
+mod jsonrpc;
+mod mcp;
 mod time;
+mod tools;
 
 pub use engine::{Core, CoreError, Options, TimeoutReason};
 pub use ids::{ClientId, OpId, ProcId};

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// A point in time, measured from an epoch the driver chooses (usually its start).
 ///
 /// The core never reads a clock; every `Core::handle` call carries one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(u64);
 
@@ -42,8 +44,11 @@ impl Timestamp {
     }
 
     /// Returns `self + d`, saturating.
-    pub fn add(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)))
+    pub fn plus(self, d: Duration) -> Self {
+        Timestamp(
+            self.0
+                .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        )
     }
 
     /// Returns `self - earlier`, or zero when `earlier` is later.

@@ -1,1 +1,155 @@
-pub fn x(){}
+//! `agent-dispatch-transports`: the smol drivers around `agent-dispatch-core`.
+//!
+//! A driver does the I/O and owns the clock; the core decides. Every transport shares one
+//! drive loop ([`Driver::run`]): effects go to the [`Executor`], facts come back on one input
+//! channel, and the loop sleeps until the next input or the core's one deadline.
+//!
+//! ```no_run
+//! // The `serve` subcommand, over stdio:
+//! # let options = agent_dispatch_core::Options::default();
+//! let code = agent_dispatch_transports::stdio::serve(options);
+//! std::process::exit(code);
+//! ```
+
+mod client;
+mod clock;
+mod exec;
+mod lines;
+pub mod replay;
+pub mod stdio;
+
+use std::io::Write;
+
+use agent_dispatch_core::{Core, Input, LogLevel};
+use async_channel::{Receiver, Sender};
+use futures_lite::future;
+use smol::Timer;
+
+pub use client::{read_client, OVERSIZED_LINE};
+pub use clock::Clock;
+pub use exec::files;
+pub use exec::Executor;
+pub use lines::{Line, LineReader, MAX_LINE};
+
+/// One core's surroundings: the clock, the input channel and the executor.
+///
+/// Build it, register clients on [`Driver::executor`], hand [`Driver::inputs`] to whatever
+/// reads from clients, then [`Driver::run`] the core.
+#[derive(Debug)]
+pub struct Driver {
+    clock: Clock,
+    inputs: Sender<Input>,
+    queue: Receiver<Input>,
+    executor: Executor,
+}
+
+impl Driver {
+    /// A driver whose clock starts now.
+    pub fn new() -> Self {
+        // Unbounded: `Executor::apply` must never wait on the loop that calls it.
+        let (inputs, queue) = async_channel::unbounded();
+        Driver {
+            clock: Clock::new(),
+            executor: Executor::new(inputs.clone()),
+            inputs,
+            queue,
+        }
+    }
+
+    /// The clock the core's timestamps come from (for `Options::unix_time_at_epoch`).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// A sender for client facts (`ClientConnected`, `ClientLine`, `Shutdown`, ...).
+    pub fn inputs(&self) -> Sender<Input> {
+        self.inputs.clone()
+    }
+
+    /// The executor, to add or remove clients.
+    pub fn executor(&mut self) -> &mut Executor {
+        &mut self.executor
+    }
+
+    /// Drives `core` until it exits; returns its exit code. Queued client lines are written
+    /// before this returns.
+    pub async fn run(mut self, core: Core) -> i32 {
+        drive(core, &self.clock, &self.queue, &mut self.executor).await
+    }
+}
+
+impl Default for Driver {
+    fn default() -> Self {
+        Driver::new()
+    }
+}
+
+/// The drive loop: drain effects, stop when finished, wait for an input or the deadline, feed.
+async fn drive(
+    mut core: Core,
+    clock: &Clock,
+    queue: &Receiver<Input>,
+    executor: &mut Executor,
+) -> i32 {
+    loop {
+        while let Some(effect) = core.poll_effect() {
+            executor.apply(effect);
+        }
+        if core.is_finished() {
+            break;
+        }
+        let deadline = core.poll_timeout().map(|(at, _why)| at);
+        let input = match deadline {
+            // Checked first so a busy input channel cannot starve the deadline.
+            Some(at) if at <= clock.now() => Input::Timeout,
+            _ => {
+                let wake = deadline.map(|at| clock.instant(at));
+                match next_input(queue, wake).await {
+                    Some(input) => input,
+                    None => {
+                        // Cannot happen while the executor holds a sender; never spin on it.
+                        log(LogLevel::Warn, "input channel closed; stopping");
+                        executor.close_clients().await;
+                        return 1;
+                    }
+                }
+            }
+        };
+        if let Err(err) = core.handle(clock.now(), input) {
+            log(LogLevel::Warn, &format!("driver bug: {err}"));
+        }
+    }
+    executor.close_clients().await;
+    executor.exit_code().unwrap_or(0)
+}
+
+/// The next input, or `Timeout` at `wake`. `None` when the channel is closed.
+async fn next_input(queue: &Receiver<Input>, wake: Option<std::time::Instant>) -> Option<Input> {
+    let recv = async { queue.recv().await.ok() };
+    match wake {
+        None => recv.await,
+        Some(at) => {
+            future::or(recv, async {
+                Timer::at(at).await;
+                Some(Input::Timeout)
+            })
+            .await
+        }
+    }
+}
+
+/// Writes one diagnostic line to stderr: `agent-dispatch: <level>: <message>`.
+///
+/// Newlines in `message` are escaped so each log entry stays one line. A closed stderr is
+/// ignored (never a panic).
+pub fn log(level: LogLevel, message: &str) {
+    let level = match level {
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+    };
+    let message = message.replace('\n', "\\n");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "agent-dispatch: {level}: {message}"
+    );
+}

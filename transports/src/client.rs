@@ -1,0 +1,80 @@
+//! Reading one client's input stream as `Input`s (shared by stdio and socket transports).
+
+use agent_dispatch_core::{ClientId, Input, LogLevel};
+use async_channel::Sender;
+use futures_lite::io::AsyncRead;
+
+use crate::lines::{LineReader, MAX_LINE};
+
+/// What a client line longer than [`MAX_LINE`] becomes: not JSON, so the core answers with a
+/// parse error instead of us buffering without limit.
+pub const OVERSIZED_LINE: &str = "<agent-dispatch: input line longer than 64 MiB was discarded>";
+
+/// Feeds `ClientConnected`, then one `ClientLine` per line of `reader` (lossy UTF-8, `\r\n`
+/// accepted), then `ClientClosed` at EOF or on a read error. Returns when the client is done
+/// or nobody listens any more.
+pub async fn read_client<R>(client: ClientId, reader: R, inputs: &Sender<Input>)
+where
+    R: AsyncRead + Unpin,
+{
+    if inputs
+        .send(Input::ClientConnected { client })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut lines = LineReader::new(reader, MAX_LINE);
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) if line.truncated => OVERSIZED_LINE.to_owned(),
+            Ok(Some(line)) => line.into_text(),
+            Ok(None) => break,
+            Err(err) => {
+                crate::log(LogLevel::Warn, &format!("{client}: read failed: {err}"));
+                break;
+            }
+        };
+        if inputs
+            .send(Input::ClientLine { client, line })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = inputs.send(Input::ClientClosed { client }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_framed_by_connect_and_close() {
+        let (tx, rx) = async_channel::unbounded();
+        smol::block_on(read_client(
+            ClientId(3),
+            &b"{\"a\":1}\r\nbad \xff\n"[..],
+            &tx,
+        ));
+        drop(tx);
+        let got: Vec<Input> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let c = ClientId(3);
+        assert_eq!(
+            got,
+            vec![
+                Input::ClientConnected { client: c },
+                Input::ClientLine {
+                    client: c,
+                    line: "{\"a\":1}".into()
+                },
+                Input::ClientLine {
+                    client: c,
+                    line: "bad \u{FFFD}".into()
+                },
+                Input::ClientClosed { client: c },
+            ]
+        );
+    }
+}
