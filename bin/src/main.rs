@@ -1,12 +1,30 @@
 //! `agent-dispatch`: the command line. Human-facing output lives here; the protocol and
 //! every decision live in `agent-dispatch-core`, the I/O in `agent-dispatch-transports`.
+//!
+//! The registry commands (`add`, `update`, `remove`, `list`, `describe`) and `test` call the
+//! MCP tools on an in-process server (`transports::local`), so the CLI and the server share
+//! one implementation. Results go to stdout, messages to stderr. Exit codes: 0 success,
+//! 1 failure, 2 usage error.
 
+mod doctor;
+mod init;
 mod paths;
+mod registry;
+mod run;
+mod test_cmd;
+mod ui;
 
 use argh::FromArgs;
 
+use crate::registry::AgentOptions;
+use crate::ui::{note, say, CliError, Outcome};
+
 /// Delegate work to Claude Code agents in other project directories.
 #[derive(FromArgs, Debug)]
+#[argh(
+    example = "agent-dispatch init\nagent-dispatch add web ~/src/web\nagent-dispatch list\nagent-dispatch test web",
+    note = "Config: $AGENT_DISPATCH_CONFIG or ~/.config/agent-dispatch/agents.yaml. Exit codes: 0 ok, 1 failure, 2 usage error."
+)]
 struct Cli {
     /// print the version and exit
     #[argh(switch, short = 'V')]
@@ -19,6 +37,14 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Serve(Serve),
+    Init(Init),
+    Add(Add),
+    Update(Update),
+    Remove(Remove),
+    List(List),
+    Describe(Describe),
+    Doctor(Doctor),
+    Test(Test),
 }
 
 /// Run the MCP server over stdio (what Claude Code launches).
@@ -26,23 +52,291 @@ enum Command {
 #[argh(subcommand, name = "serve")]
 struct Serve {}
 
+/// Create the config (if missing) and register agent-dispatch with Claude Code (user scope).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "init")]
+struct Init {}
+
+/// Register a project directory as an agent.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "add",
+    example = "agent-dispatch add web ~/src/web --permission-mode acceptEdits --allowed-tools Read,Grep"
+)]
+struct Add {
+    /// agent name: letters, digits, '-' and '_'
+    #[argh(positional)]
+    name: String,
+    /// the project directory (must exist)
+    #[argh(positional)]
+    directory: String,
+    /// what the agent is for (generated from the project when omitted)
+    #[argh(option, short = 'd')]
+    description: Option<String>,
+    /// seconds per run (default 300)
+    #[argh(option)]
+    timeout: Option<i64>,
+    /// model for claude --model
+    #[argh(option)]
+    model: Option<String>,
+    /// spend cap in US dollars per run
+    #[argh(option)]
+    max_budget_usd: Option<String>,
+    /// same as --max-budget-usd
+    #[argh(option)]
+    max_budget: Option<String>,
+    /// permission mode for claude (default, acceptEdits, plan, bypassPermissions, ...)
+    #[argh(option)]
+    permission_mode: Option<String>,
+    /// comma-separated tools the agent may use ("," = none)
+    #[argh(option)]
+    allowed_tools: Option<String>,
+    /// comma-separated tools the agent may not use ("," = none)
+    #[argh(option)]
+    disallowed_tools: Option<String>,
+    /// standing instructions added to every run
+    #[argh(option)]
+    instructions: Option<String>,
+    /// comma-separated tags: what the agent is good at
+    #[argh(option)]
+    capabilities: Option<String>,
+    /// comma-separated tags: what it can do that deserves care
+    #[argh(option)]
+    risky_capabilities: Option<String>,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Change an agent's settings. Options not given are kept; "none" clears a field.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "update",
+    example = "agent-dispatch update web --timeout 600 --model none"
+)]
+struct Update {
+    /// agent name
+    #[argh(positional)]
+    name: String,
+    /// what the agent is for
+    #[argh(option, short = 'd')]
+    description: Option<String>,
+    /// seconds per run (at least 1)
+    #[argh(option)]
+    timeout: Option<i64>,
+    /// model for claude --model ("none" clears)
+    #[argh(option)]
+    model: Option<String>,
+    /// spend cap in US dollars per run ("none" or 0 clears)
+    #[argh(option)]
+    max_budget_usd: Option<String>,
+    /// same as --max-budget-usd
+    #[argh(option)]
+    max_budget: Option<String>,
+    /// permission mode for claude ("none" clears)
+    #[argh(option)]
+    permission_mode: Option<String>,
+    /// comma-separated tools the agent may use ("," = none; "none" = inherit the defaults)
+    #[argh(option)]
+    allowed_tools: Option<String>,
+    /// comma-separated tools the agent may not use ("," = none; "none" = inherit)
+    #[argh(option)]
+    disallowed_tools: Option<String>,
+    /// standing instructions added to every run ("none" clears)
+    #[argh(option)]
+    instructions: Option<String>,
+    /// comma-separated tags ("none" clears)
+    #[argh(option)]
+    capabilities: Option<String>,
+    /// comma-separated tags ("none" clears)
+    #[argh(option)]
+    risky_capabilities: Option<String>,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Unregister an agent (its directory is not touched).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "remove")]
+struct Remove {
+    /// agent name
+    #[argh(positional)]
+    name: String,
+    /// print the result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// List the agents and whether their directories are there.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+struct List {
+    /// print list_agents' answer as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Show one agent's settings and project.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "describe")]
+struct Describe {
+    /// agent name
+    #[argh(positional)]
+    name: String,
+    /// print inspect_agent's answer (with CLAUDE.md/README previews) as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Check the setup: claude CLI, config, MCP registration, agents, jobs folder.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "doctor")]
+struct Doctor {
+    /// print the report as JSON
+    #[argh(switch)]
+    json: bool,
+    /// exit 1 on warnings too
+    #[argh(switch)]
+    strict: bool,
+}
+
+/// Run one task on an agent and show the answer.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "test",
+    example = "agent-dispatch test web --stream\nagent-dispatch test web 'List the failing tests' --timeout 600"
+)]
+struct Test {
+    /// agent name
+    #[argh(positional)]
+    name: String,
+    /// the task (default: "What project is this? Describe in one sentence.")
+    #[argh(positional)]
+    task: Option<String>,
+    /// show the agent's progress on stderr as it works
+    #[argh(switch)]
+    stream: bool,
+    /// seconds for this run (instead of the agent's timeout)
+    #[argh(option)]
+    timeout: Option<i64>,
+    /// print the dispatch result as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
 fn main() {
-    let cli: Cli = argh::from_env();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => std::process::exit(code),
+    };
     if cli.version {
-        println!("agent-dispatch {}", env!("CARGO_PKG_VERSION"));
+        say!("agent-dispatch {}", env!("CARGO_PKG_VERSION"));
         return;
     }
-    let code = match cli.command {
-        Some(Command::Serve(Serve {})) => serve(),
-        None => {
-            eprintln!("agent-dispatch: no command given; try 'agent-dispatch --help'");
-            2
+    let Some(command) = cli.command else {
+        note!("agent-dispatch: no command given; try 'agent-dispatch --help'");
+        std::process::exit(ui::EXIT_USAGE);
+    };
+    if let Command::Serve(Serve {}) = command {
+        std::process::exit(agent_dispatch_transports::stdio::serve(paths::options()));
+    }
+    // The CLI reports what each tool did in its own words; the core's warnings still show.
+    agent_dispatch_transports::set_info_logs(false);
+    let code = match run_command(command) {
+        Ok(()) => 0,
+        Err(err) => {
+            err.report();
+            err.code
         }
     };
     std::process::exit(code);
 }
 
-fn serve() -> i32 {
+/// Parses argv. `--help` prints to stdout (exit 0); a parse error goes to stderr (exit 2).
+fn parse_args() -> Result<Cli, i32> {
+    let mut args = Vec::new();
+    for arg in std::env::args_os() {
+        match arg.into_string() {
+            Ok(arg) => args.push(arg),
+            Err(bad) => {
+                note!(
+                    "Error: argument is not valid UTF-8: {}",
+                    bad.to_string_lossy()
+                );
+                return Err(ui::EXIT_USAGE);
+            }
+        }
+    }
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (program, rest) = match strs.split_first() {
+        Some((_, rest)) => ("agent-dispatch", rest),
+        None => ("agent-dispatch", &[][..]),
+    };
+    Cli::from_args(&[program], rest).map_err(|exit| match exit.status {
+        Ok(()) => {
+            say!("{}", exit.output.trim_end());
+            0
+        }
+        Err(()) => {
+            note!("{}", exit.output.trim_end());
+            note!("Run 'agent-dispatch --help' for more information.");
+            ui::EXIT_USAGE
+        }
+    })
+}
+
+fn run_command(command: Command) -> Outcome {
     let options = paths::options();
-    agent_dispatch_transports::stdio::serve(options)
+    match command {
+        Command::Serve(Serve {}) => Err(CliError::fail("serve is handled before")),
+        Command::Init(Init {}) => init::init(&options),
+        Command::Add(a) => {
+            let opts = AgentOptions {
+                description: a.description,
+                timeout: a.timeout,
+                model: a.model,
+                max_budget_usd: a.max_budget_usd,
+                max_budget: a.max_budget,
+                permission_mode: a.permission_mode,
+                allowed_tools: a.allowed_tools,
+                disallowed_tools: a.disallowed_tools,
+                instructions: a.instructions,
+                capabilities: a.capabilities,
+                risky_capabilities: a.risky_capabilities,
+            };
+            registry::add(options, &a.name, &a.directory, &opts, a.json)
+        }
+        Command::Update(u) => {
+            let opts = AgentOptions {
+                description: u.description,
+                timeout: u.timeout,
+                model: u.model,
+                max_budget_usd: u.max_budget_usd,
+                max_budget: u.max_budget,
+                permission_mode: u.permission_mode,
+                allowed_tools: u.allowed_tools,
+                disallowed_tools: u.disallowed_tools,
+                instructions: u.instructions,
+                capabilities: u.capabilities,
+                risky_capabilities: u.risky_capabilities,
+            };
+            registry::update(options, &u.name, &opts, u.json)
+        }
+        Command::Remove(r) => registry::remove(options, &r.name, r.json),
+        Command::List(l) => registry::list(options, l.json),
+        Command::Describe(d) => registry::describe(options, &d.name, d.json),
+        Command::Doctor(d) => doctor::doctor(options, d.json, d.strict),
+        Command::Test(t) => test_cmd::test(
+            options,
+            &t.name,
+            t.task.as_deref(),
+            t.stream,
+            t.timeout,
+            t.json,
+        ),
+    }
 }

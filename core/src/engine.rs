@@ -1,20 +1,34 @@
-//! The `Core` state machine: owns sessions, in-flight tool calls and pending I/O, and
-//! queues effects. Protocol handling lives in `mcp`, tool logic in `tools`.
+//! The `Core` state machine: owns sessions, in-flight tool calls, pending I/O, runs and
+//! timers, and queues effects. Protocol handling lives in `mcp`, tool logic in `tools`,
+//! the life of one child in `dispatch::run`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::ids::{ClientId, OpId};
+use crate::dispatch::cache::Cache;
+use crate::dispatch::limiter::Limiter;
+use crate::dispatch::outcome::DispatchResult;
+use crate::dispatch::run::{ProcInput, Run};
+use crate::ids::{ClientId, OpId, ProcId};
 use crate::io::{Effect, Input, IoRequest, IoResult, LogLevel};
+use crate::jsonrpc;
 use crate::mcp::Session;
 use crate::time::Timestamp;
-use crate::tools::{self, args::Args, AgentStep, Tool};
+use crate::timer::{TimerKey, Timers};
+use crate::tools::{self, args::Args, AgentStep, DispatchStep, Tool};
+
+/// How often at most a call sends progress notifications.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// How many progress messages wait for the next notification before old ones are dropped.
+const PROGRESS_BUFFER: usize = 100;
 
 /// Facts about the host the core needs but may not look up itself.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// The `agents.yaml` path (from `AGENT_DISPATCH_CONFIG` or the default).
     pub config_path: PathBuf,
@@ -26,14 +40,28 @@ pub struct Options {
     pub seed: u64,
     /// Unix time in seconds at the driver's epoch (`Timestamp::ZERO`).
     pub unix_time_at_epoch: f64,
+    /// Our own dispatch depth (`AGENT_DISPATCH_DEPTH`; 0 at the top). Children get one more.
+    pub depth: u32,
+    /// The `claude` program to run (looked up on `PATH` by the driver).
+    pub claude_program: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config_path: PathBuf::new(),
+            home: PathBuf::new(),
+            cwd: PathBuf::new(),
+            seed: 0,
+            unix_time_at_epoch: 0.0,
+            depth: 0,
+            claude_program: "claude".to_string(),
+        }
+    }
 }
 
 /// Why the core wants to be woken (for logs and replay timelines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TimeoutReason {
-    /// A run reached its deadline.
-    RunDeadline,
-}
+pub type TimeoutReason = TimerKey;
 
 /// Driver misuse: the driver broke the run-loop contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +91,7 @@ impl std::error::Error for CoreError {}
 
 /// Identifies one in-flight tool call inside the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct CallId(u64);
+pub(crate) struct CallId(pub u64);
 
 /// One `tools/call` request being worked on.
 #[derive(Debug)]
@@ -74,13 +102,27 @@ pub(crate) struct Call {
     pub args: Args,
     /// The client cancelled it or went away: finish the work, send nothing.
     pub cancelled: bool,
-    pub step: Step,
+    /// Where the call is; `None` only while its handler runs.
+    pub step: Option<Step>,
+    /// Progress notifications, when the request carried `_meta.progressToken`.
+    pub progress: Option<Progress>,
+}
+
+/// A call's progress notifications: throttled, bounded, in order.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    token: Value,
+    sent: u64,
+    last_sent: Option<Timestamp>,
+    buffer: VecDeque<String>,
+    skipped: usize,
 }
 
 /// Where a call is in its tool's sequence.
 #[derive(Debug)]
 pub(crate) enum Step {
     Agent(AgentStep),
+    Dispatch(DispatchStep),
 }
 
 /// What wakes a call up.
@@ -88,6 +130,19 @@ pub(crate) enum Step {
 pub(crate) enum Event {
     Start,
     Io(IoResult),
+    RunDone {
+        slot: usize,
+        result: Box<DispatchResult>,
+    },
+}
+
+/// What a tool handler decided after an event.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Keep waiting in this step.
+    Wait(Step),
+    /// Reply with this value (`true`: a tool error).
+    Done(Value, bool),
 }
 
 /// An `Effect::Io` awaiting its `IoDone`.
@@ -110,12 +165,17 @@ pub struct Core {
     pub(crate) options: Options,
     pub(crate) clients: BTreeMap<ClientId, Session>,
     pub(crate) tools_list: String,
+    pub(crate) runs: BTreeMap<ProcId, Run>,
+    pub(crate) limiter: Limiter,
+    pub(crate) timers: Timers,
+    pub(crate) cache: Cache,
     effects: VecDeque<Effect>,
     now: Timestamp,
     phase: Phase,
     calls: BTreeMap<CallId, Call>,
     ops: BTreeMap<OpId, PendingOp>,
     next_id: u64,
+    next_proc: u64,
     /// The call holding the cross-process config lock, and the calls queued for it:
     /// one load→edit→save at a time, so the driver never waits on its own lock.
     config_holder: Option<CallId>,
@@ -129,12 +189,17 @@ impl Core {
             options,
             clients: BTreeMap::new(),
             tools_list: tools::list_json(),
+            runs: BTreeMap::new(),
+            limiter: Limiter::new(5),
+            timers: Timers::default(),
+            cache: Cache::default(),
             effects: VecDeque::new(),
             now,
             phase: Phase::Serving,
             calls: BTreeMap::new(),
             ops: BTreeMap::new(),
             next_id: 0,
+            next_proc: 0,
             config_holder: None,
             config_waiters: VecDeque::new(),
         }
@@ -162,14 +227,20 @@ impl Core {
                 if self.clients.remove(&client).is_none() {
                     return Err(CoreError::UnknownClient(client));
                 }
-                for call in self.calls.values_mut().filter(|c| c.client == client) {
-                    call.cancelled = true;
+                let calls: Vec<CallId> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.client == client)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in calls {
+                    self.cancel_call(id);
                 }
             }
             Input::IoDone { op, result } => {
                 let pending = self.ops.remove(&op).ok_or(CoreError::UnknownOp(op))?;
                 if let Some(call) = pending.call {
-                    self.advance(call, Event::Io(result));
+                    self.advance_call(call, Event::Io(result));
                 }
                 if pending.releases_config_lock {
                     self.release_config_lock();
@@ -178,16 +249,26 @@ impl Core {
             Input::Shutdown => {
                 if self.phase == Phase::Serving {
                     self.phase = Phase::Draining;
+                    self.stop_all_runs();
                 }
             }
-            Input::Timeout => {}
-            // Children arrive with the dispatch engine; none are spawned yet.
-            Input::Spawned { .. }
-            | Input::SpawnFailed { .. }
-            | Input::StdoutLine { .. }
-            | Input::StderrChunk { .. }
-            | Input::StdoutClosed { .. }
-            | Input::Exited { .. } => {}
+            Input::Timeout => {
+                while let Some(key) = self.timers.pop_due(self.now) {
+                    match key {
+                        TimerKey::Progress(call) => self.flush_progress(CallId(call)),
+                        other => self.on_run_timer(other),
+                    }
+                }
+            }
+            Input::Spawned { proc, .. } => self.on_process(ProcInput::Spawned(proc)),
+            Input::SpawnFailed { proc, error } => {
+                self.on_process(ProcInput::SpawnFailed(proc, error))
+            }
+            Input::StdoutLine { proc, line } => self.on_process(ProcInput::Stdout(proc, line)),
+            Input::StderrChunk { proc, text } => self.on_process(ProcInput::Stderr(proc, text)),
+            Input::StdoutClosed { proc } => self.on_process(ProcInput::StdoutClosed(proc)),
+            Input::StderrClosed { proc } => self.on_process(ProcInput::StderrClosed(proc)),
+            Input::Exited { proc, status } => self.on_process(ProcInput::Exited(proc, status)),
         }
         self.maybe_exit();
         Ok(())
@@ -202,7 +283,7 @@ impl Core {
     /// Returns the one deadline the driver should sleep until, and why.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<(Timestamp, TimeoutReason)> {
-        None
+        self.timers.next()
     }
 
     /// Returns true once `Effect::Exit` has been emitted.
@@ -210,11 +291,21 @@ impl Core {
         self.phase == Phase::Exited
     }
 
-    // ---- used by `mcp` and `tools` ----
+    // ---- used by `mcp`, `tools` and `dispatch` ----
 
     /// Whether new requests are still accepted.
     pub(crate) fn is_serving(&self) -> bool {
         self.phase == Phase::Serving
+    }
+
+    /// The current time (as of the last input).
+    pub(crate) fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Queues an effect.
+    pub(crate) fn effects_push(&mut self, effect: Effect) {
+        self.effects.push_back(effect);
     }
 
     /// Queues one line to a client that is still connected.
@@ -229,10 +320,24 @@ impl Core {
         self.effects.push_back(Effect::Log { level, message });
     }
 
-    /// Starts a tool call.
-    pub(crate) fn start_call(&mut self, client: ClientId, request: Value, tool: Tool, args: Args) {
+    /// Starts a tool call. `progress_token` comes from the request's `_meta`.
+    pub(crate) fn start_call(
+        &mut self,
+        client: ClientId,
+        request: Value,
+        tool: Tool,
+        args: Args,
+        progress_token: Option<Value>,
+    ) {
         let id = CallId(self.fresh_id());
-        let step = Step::Agent(AgentStep::Start);
+        let progress = progress_token.map(|token| Progress {
+            token,
+            sent: 0,
+            last_sent: None,
+            buffer: VecDeque::new(),
+            skipped: 0,
+        });
+        let step = Some(tools::initial_step(tool));
         self.calls.insert(
             id,
             Call {
@@ -242,17 +347,47 @@ impl Core {
                 args,
                 cancelled: false,
                 step,
+                progress,
             },
         );
-        self.advance(id, Event::Start);
+        self.advance_call(id, Event::Start);
     }
 
-    /// Marks the call with this JSON-RPC id as cancelled (its reply is suppressed).
-    pub(crate) fn cancel_request(&mut self, client: ClientId, request: &Value) {
-        for call in self.calls.values_mut() {
-            if call.client == client && &call.request == request {
-                call.cancelled = true;
+    /// Feeds an event to a call's handler and acts on what it decides.
+    pub(crate) fn advance_call(&mut self, id: CallId, event: Event) {
+        let Some(mut call) = self.calls.remove(&id) else {
+            return;
+        };
+        let Some(step) = call.step.take() else { return };
+        let next = match step {
+            Step::Agent(step) => self.agent_tool(id, &call, step, event),
+            Step::Dispatch(step) => self.dispatch_tool(id, &call, step, event),
+        };
+        match next {
+            Next::Wait(step) => {
+                call.step = Some(step);
+                self.calls.insert(id, call);
             }
+            Next::Done(value, is_error) => {
+                self.calls.insert(id, call);
+                self.flush_progress(id);
+                self.timers.cancel(TimerKey::Progress(id.0));
+                if let Some(call) = self.calls.remove(&id) {
+                    self.reply_tool(&call, &value, is_error);
+                }
+            }
+        }
+    }
+
+    /// Cancels the call with this JSON-RPC id (`notifications/cancelled`).
+    pub(crate) fn cancel_request(&mut self, client: ClientId, request: &Value) {
+        let found = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.client == client && &c.request == request)
+            .map(|(id, _)| *id);
+        if let Some(id) = found {
+            self.cancel_call(id);
         }
     }
 
@@ -287,21 +422,122 @@ impl Core {
             return;
         }
         let result = tools::result_json(value, is_error);
-        let line = crate::jsonrpc::result_line(&call.request, &result);
+        let line = jsonrpc::result_line(&call.request, &result);
         self.send(call.client, line);
+    }
+
+    /// Queues a progress message for a call that asked for progress. Notifications go out
+    /// at most every `PROGRESS_INTERVAL`; a burst is buffered (bounded) and sent in order.
+    pub(crate) fn progress(&mut self, id: CallId, agent: &str, message: &str) {
+        let now = self.now;
+        let Some(progress) = self.calls.get_mut(&id).and_then(|c| c.progress.as_mut()) else {
+            return;
+        };
+        if progress.buffer.len() == PROGRESS_BUFFER {
+            progress.buffer.pop_front();
+            progress.skipped += 1;
+        }
+        progress
+            .buffer
+            .push_back(format!("[{agent}] {}", truncate_chars(message, 300)));
+        let due = progress
+            .last_sent
+            .map_or(now, |t| t.plus(PROGRESS_INTERVAL));
+        if due <= now {
+            self.flush_progress(id);
+        } else {
+            self.timers.set(TimerKey::Progress(id.0), due);
+        }
+    }
+
+    /// A fresh internal id (calls and ops share one counter, so ids never collide).
+    pub(crate) fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A fresh process id (its own counter, so the first child is always `proc#1`).
+    pub(crate) fn fresh_proc(&mut self) -> ProcId {
+        self.next_proc += 1;
+        ProcId(self.next_proc)
+    }
+
+    /// A fresh random-looking UUID v4, derived from the seed the driver gave us.
+    pub(crate) fn fresh_uuid(&mut self) -> String {
+        let n = self.fresh_id();
+        let mut hasher = Sha256::new();
+        hasher.update(self.options.seed.to_le_bytes());
+        hasher.update(n.to_le_bytes());
+        let digest = hasher.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&digest[..16]);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = hex::encode(b);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
     }
 
     // ---- internals ----
 
-    fn advance(&mut self, id: CallId, event: Event) {
-        let Some(call) = self.calls.remove(&id) else {
+    /// Stops a call: its runs are stopped (slots come back once they have exited) and no
+    /// reply is sent. A call that must see I/O through (a config edit under the lock)
+    /// finishes silently; anything else is dropped at once.
+    fn cancel_call(&mut self, id: CallId) {
+        self.cancel_runs(id);
+        let waits_for_io =
+            self.ops.values().any(|op| op.call == Some(id)) || self.config_holder == Some(id);
+        if waits_for_io {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.cancelled = true;
+            }
+        } else {
+            self.calls.remove(&id);
+            self.config_waiters.retain(|w| *w != id);
+            self.timers.cancel(TimerKey::Progress(id.0));
+        }
+    }
+
+    fn flush_progress(&mut self, id: CallId) {
+        let now = self.now;
+        let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let next = match call.step {
-            Step::Agent(_) => self.agent_tool(id, call, event),
+        let (client, cancelled) = (call.client, call.cancelled);
+        let Some(progress) = call.progress.as_mut() else {
+            return;
         };
-        if let Some(call) = next {
-            self.calls.insert(id, call);
+        let mut messages: Vec<String> = Vec::new();
+        if progress.skipped > 0 {
+            messages.push(format!(
+                "Skipped {} older progress messages; showing latest.",
+                progress.skipped
+            ));
+            progress.skipped = 0;
+        }
+        messages.extend(progress.buffer.drain(..));
+        if messages.is_empty() || cancelled {
+            return;
+        }
+        progress.last_sent = Some(now);
+        let mut lines = Vec::with_capacity(messages.len());
+        for message in messages {
+            progress.sent += 1;
+            let params = serde_json::json!({
+                "progressToken": progress.token,
+                "progress": progress.sent,
+                "message": message,
+            });
+            lines.push(jsonrpc::notification_line("notifications/progress", params));
+        }
+        for line in lines {
+            self.send(client, line);
         }
     }
 
@@ -330,15 +566,19 @@ impl Core {
         }
     }
 
-    fn fresh_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
     fn maybe_exit(&mut self) {
-        if self.phase == Phase::Draining && self.calls.is_empty() && self.ops.is_empty() {
+        let idle = self.calls.is_empty() && self.ops.is_empty() && self.run_count() == 0;
+        if self.phase == Phase::Draining && idle {
             self.phase = Phase::Exited;
             self.effects.push_back(Effect::Exit { code: 0 });
         }
+    }
+}
+
+/// The first `max` characters of `s`.
+pub(crate) fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => &s[..cut],
+        None => s,
     }
 }

@@ -27,6 +27,8 @@ pub enum Input {
     StderrChunk { proc: ProcId, text: String },
     /// A child's stdout reached EOF (a grandchild may still hold stderr).
     StdoutClosed { proc: ProcId },
+    /// A child's stderr reached EOF (every chunk before it was delivered).
+    StderrClosed { proc: ProcId },
     /// A child exited and was reaped.
     Exited { proc: ProcId, status: ExitStatus },
     /// An `Effect::Io` request finished.

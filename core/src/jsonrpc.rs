@@ -105,6 +105,11 @@ pub(crate) fn error_line(id: &Value, code: i64, message: &str) -> String {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}).to_string()
 }
 
+/// Renders a notification.
+pub(crate) fn notification_line(method: &str, params: Value) -> String {
+    json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
+}
+
 fn invalid(id: Value, why: &str) -> Rejected {
     Rejected {
         id,

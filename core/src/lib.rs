@@ -46,12 +46,14 @@
 
 pub mod config;
 pub mod describe;
+mod dispatch;
 mod engine;
 mod ids;
 mod io;
 mod jsonrpc;
 mod mcp;
 mod time;
+mod timer;
 mod tools;
 
 pub use engine::{Core, CoreError, Options, TimeoutReason};
@@ -61,3 +63,4 @@ pub use io::{
     Signal, SpawnError, SpawnErrorKind, SpawnSpec,
 };
 pub use time::Timestamp;
+pub use timer::TimerKey;

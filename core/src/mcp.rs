@@ -124,7 +124,12 @@ impl Core {
         };
         let args =
             args::validate(spec.params, arguments).map_err(|m| invalid(format!("{name}: {m}")))?;
-        self.start_call(client, id.clone(), spec.tool, args);
+        let progress_token = params
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
+            .filter(|t| t.is_string() || t.is_i64() || t.is_u64())
+            .cloned();
+        self.start_call(client, id.clone(), spec.tool, args, progress_token);
         Ok(())
     }
 }

@@ -15,10 +15,13 @@ mod client;
 mod clock;
 mod exec;
 mod lines;
+pub mod local;
 pub mod replay;
+mod signals;
 pub mod stdio;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use agent_dispatch_core::{Core, Input, LogLevel};
 use async_channel::{Receiver, Sender};
@@ -138,11 +141,23 @@ async fn next_input(queue: &Receiver<Input>, wake: Option<std::time::Instant>) -
     }
 }
 
+/// Whether [`log`] writes `info` lines (see [`set_info_logs`]).
+static INFO_LOGS: AtomicBool = AtomicBool::new(true);
+
+/// Turns `info` log lines on or off for the whole process; warnings always show. The CLI
+/// turns them off: it reports what a tool did in its own words.
+pub fn set_info_logs(on: bool) {
+    INFO_LOGS.store(on, Ordering::Relaxed);
+}
+
 /// Writes one diagnostic line to stderr: `agent-dispatch: <level>: <message>`.
 ///
 /// Newlines in `message` are escaped so each log entry stays one line. A closed stderr is
 /// ignored (never a panic).
 pub fn log(level: LogLevel, message: &str) {
+    if level == LogLevel::Info && !INFO_LOGS.load(Ordering::Relaxed) {
+        return;
+    }
     let level = match level {
         LogLevel::Warn => "warn",
         LogLevel::Info => "info",

@@ -22,8 +22,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use agent_dispatch_core::{
-    ClientId, Core, DirProbe, DirState, Effect, EntryKind, Input, IoRequest, IoResult, OpId,
-    Options, Timestamp,
+    ClientId, Core, DirProbe, DirState, Effect, EntryKind, ExitStatus, Input, IoRequest, IoResult,
+    Options, ProcId, Signal, SpawnError, SpawnErrorKind, TimerKey, Timestamp,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,8 +47,31 @@ pub struct Scenario {
     /// Paths whose examination fails with "Permission denied".
     #[serde(default)]
     pub unreadable: BTreeSet<PathBuf>,
+    /// How each child (by proc id) behaves when it is signalled.
+    #[serde(default)]
+    pub procs: BTreeMap<u64, ProcBehaviour>,
+    /// Our dispatch depth (`AGENT_DISPATCH_DEPTH`), for the recursion guard.
+    #[serde(default)]
+    pub depth: u32,
+    /// Never more than this many children alive at once (checked).
+    #[serde(default)]
+    pub max_live: Option<usize>,
     /// What happens, in time order.
     pub steps: Vec<Step>,
+}
+
+/// How a scripted child reacts to signals. By default it dies at once on SIGTERM, closing
+/// its pipes.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcBehaviour {
+    /// SIGTERM is ignored; only SIGKILL ends it.
+    #[serde(default)]
+    pub ignores_term: bool,
+    /// A descendant keeps stdout and stderr open after the leader exits, until the whole
+    /// group is SIGKILLed.
+    #[serde(default)]
+    pub descendant_holds_pipes: bool,
 }
 
 /// One scripted happening.
@@ -75,6 +98,24 @@ pub struct Step {
     /// The driver is told to shut down.
     #[serde(default)]
     pub shutdown: bool,
+    /// Which child the following fields are about.
+    #[serde(default)]
+    pub proc: Option<u64>,
+    /// Lines the child writes to stdout.
+    #[serde(default)]
+    pub stdout: Vec<String>,
+    /// A recorded stdout transcript (relative to the fixtures folder), one line per input.
+    #[serde(default)]
+    pub stdout_file: Option<String>,
+    /// Text the child writes to stderr.
+    #[serde(default)]
+    pub stderr: Option<String>,
+    /// The child's spawn fails with this kind (`not_found`, `permission_denied`, `other`).
+    #[serde(default)]
+    pub spawn_failed: Option<String>,
+    /// The child exits with this code, closing its pipes (unless a descendant holds them).
+    #[serde(default)]
+    pub exit: Option<i32>,
 }
 
 /// The outcome of a replay: the rendered timeline and the facts invariants are checked on.
@@ -89,7 +130,7 @@ pub struct Replay {
 /// Runs a scenario and checks the core's invariants, panicking with a clear message when one
 /// is broken: every request answered exactly once, nothing after exit, no I/O left unanswered,
 /// the config lock never held twice.
-pub fn run(scenario: &Scenario) -> Replay {
+pub fn run(scenario: &Scenario, fixtures: &Path) -> Replay {
     let mut driver = Driver::new(scenario);
     driver.feed(
         Timestamp::ZERO,
@@ -99,39 +140,10 @@ pub fn run(scenario: &Scenario) -> Replay {
     );
     for step in &scenario.steps {
         let at = Timestamp::from_millis(step.at);
-        if at > driver.now {
-            driver.flush_io();
-        }
-        let client = ClientId(step.client);
-        if step.connect {
-            driver.feed(at, Input::ClientConnected { client });
-        }
-        if let Some(message) = &step.send {
-            driver.feed(
-                at,
-                Input::ClientLine {
-                    client,
-                    line: message.to_string(),
-                },
-            );
-        }
-        if let Some(line) = &step.line {
-            driver.feed(
-                at,
-                Input::ClientLine {
-                    client,
-                    line: line.clone(),
-                },
-            );
-        }
-        if step.close {
-            driver.feed(at, Input::ClientClosed { client });
-        }
-        if step.shutdown {
-            driver.feed(at, Input::Shutdown);
-        }
+        driver.advance_to(at);
+        driver.apply(step, at, fixtures);
     }
-    driver.flush_io();
+    driver.advance_to(Timestamp::from_millis(u64::MAX / 2_000));
     driver.finish()
 }
 
@@ -139,10 +151,27 @@ struct Driver {
     core: Core,
     fs: Fs,
     timeline: String,
-    io_queue: VecDeque<(OpId, IoResult)>,
-    requests: BTreeMap<(u64, String), usize>,
+    /// Answers the "world" gives at the current instant: I/O results, spawn reports, the
+    /// consequences of signals.
+    answers: VecDeque<Input>,
+    /// Each request's replies, and whether it was excused from getting one (cancelled, or
+    /// its client went away).
+    requests: BTreeMap<(u64, String), (usize, bool)>,
+    behaviours: BTreeMap<u64, ProcBehaviour>,
+    live: BTreeMap<ProcId, Child>,
+    max_live_allowed: Option<usize>,
+    max_live_seen: usize,
+    spawned: usize,
+    last_deadline: Option<(Timestamp, TimerKey)>,
     exited: bool,
     now: Timestamp,
+}
+
+/// A scripted child the core believes is running.
+#[derive(Debug, Default)]
+struct Child {
+    leader_exited: bool,
+    pipes_open: bool,
 }
 
 impl Driver {
@@ -153,20 +182,28 @@ impl Driver {
             cwd: PathBuf::from("/home/user"),
             seed: 7,
             unix_time_at_epoch: 1_800_000_000.0,
+            depth: scenario.depth,
+            ..Options::default()
         };
         Driver {
             core: Core::new(options, Timestamp::ZERO),
             fs: Fs::new(scenario),
             timeline: String::new(),
-            io_queue: VecDeque::new(),
+            answers: VecDeque::new(),
             requests: BTreeMap::new(),
+            behaviours: scenario.procs.clone(),
+            live: BTreeMap::new(),
+            max_live_allowed: scenario.max_live,
+            max_live_seen: 0,
+            spawned: 0,
+            last_deadline: None,
             exited: false,
             now: Timestamp::ZERO,
         }
     }
 
     /// Feeds one input and drains its effects. I/O requests are answered later, when time
-    /// moves on (`flush_io`), so inputs that arrive at the same instant overlap.
+    /// moves on (`flush`), so inputs that arrive at the same instant overlap.
     fn feed(&mut self, at: Timestamp, input: Input) {
         self.now = at;
         self.record_request(&input);
@@ -178,19 +215,160 @@ impl Driver {
         self.drain();
     }
 
-    /// Answers every pending I/O request, and the ones those cause, as a fast disk would.
-    fn flush_io(&mut self) {
+    /// Answers everything pending at the current instant (and what those answers cause).
+    fn flush(&mut self) {
         let at = self.now;
-        while let Some((op, result)) = self.io_queue.pop_front() {
-            self.note(
+        while let Some(input) = self.answers.pop_front() {
+            if self.exited {
+                break;
+            }
+            self.feed(at, input);
+        }
+    }
+
+    /// Moves the virtual clock to `at`: first the world answers what is pending now, then
+    /// every deadline up to `at` fires in order.
+    fn advance_to(&mut self, at: Timestamp) {
+        if at > self.now {
+            self.flush();
+        }
+        let mut fired = 0;
+        while let Some((deadline, _)) = self.core.poll_timeout() {
+            if deadline > at || self.exited || fired == 1000 {
+                break;
+            }
+            fired += 1;
+            self.feed(deadline.max(self.now), Input::Timeout);
+            self.flush();
+        }
+        if at > self.now && at < Timestamp::from_millis(u64::MAX / 2_000) {
+            self.now = at;
+        }
+    }
+
+    /// Applies one scripted step.
+    fn apply(&mut self, step: &Step, at: Timestamp, fixtures: &Path) {
+        let client = ClientId(step.client);
+        if step.connect {
+            self.feed(at, Input::ClientConnected { client });
+        }
+        if let Some(message) = &step.send {
+            self.feed(
                 at,
-                "->",
-                &format!("io {op} done: {}", describe_result(&result)),
+                Input::ClientLine {
+                    client,
+                    line: message.to_string(),
+                },
             );
-            self.core
-                .handle(at, Input::IoDone { op, result })
-                .unwrap_or_else(|e| panic!("driver misuse: {e}"));
-            self.drain();
+        }
+        if let Some(line) = &step.line {
+            self.feed(
+                at,
+                Input::ClientLine {
+                    client,
+                    line: line.clone(),
+                },
+            );
+        }
+        if step.close {
+            self.feed(at, Input::ClientClosed { client });
+        }
+        if step.shutdown {
+            self.feed(at, Input::Shutdown);
+        }
+        let Some(proc) = step.proc.map(ProcId) else {
+            return;
+        };
+        assert!(
+            self.live.contains_key(&proc),
+            "the scenario scripts {proc}, which is not running"
+        );
+        if let Some(kind) = &step.spawn_failed {
+            let kind = match kind.as_str() {
+                "not_found" => SpawnErrorKind::NotFound,
+                "permission_denied" => SpawnErrorKind::PermissionDenied,
+                _ => SpawnErrorKind::Other,
+            };
+            self.live.remove(&proc);
+            let error = SpawnError {
+                message: "No such file or directory (os error 2)".into(),
+                kind,
+            };
+            self.feed(at, Input::SpawnFailed { proc, error });
+            return;
+        }
+        let mut lines = step.stdout.clone();
+        if let Some(file) = &step.stdout_file {
+            let text = std::fs::read_to_string(fixtures.join(file))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            lines.extend(text.lines().map(str::to_string));
+        }
+        for line in lines {
+            self.feed(at, Input::StdoutLine { proc, line });
+        }
+        if let Some(text) = &step.stderr {
+            self.feed(
+                at,
+                Input::StderrChunk {
+                    proc,
+                    text: text.clone(),
+                },
+            );
+        }
+        if let Some(code) = step.exit {
+            self.leader_exits(proc, ExitStatus::Code(code));
+        }
+    }
+
+    /// The leader of `proc` exits; its pipes close with it unless a descendant holds them.
+    fn leader_exits(&mut self, proc: ProcId, status: ExitStatus) {
+        let holds = self
+            .behaviours
+            .get(&proc.0)
+            .is_some_and(|b| b.descendant_holds_pipes);
+        let Some(child) = self.live.get_mut(&proc) else {
+            return;
+        };
+        if !child.leader_exited {
+            child.leader_exited = true;
+            if !holds && child.pipes_open {
+                child.pipes_open = false;
+                self.answers.push_back(Input::StdoutClosed { proc });
+                self.answers.push_back(Input::StderrClosed { proc });
+            }
+            self.answers.push_back(Input::Exited { proc, status });
+        }
+        self.forget_if_gone(proc);
+    }
+
+    /// A signal reaches the group of `proc`.
+    fn signal(&mut self, proc: ProcId, signal: Signal) {
+        let behaviour = self.behaviours.get(&proc.0).copied().unwrap_or_default();
+        let Some(child) = self.live.get_mut(&proc) else {
+            return;
+        };
+        match signal {
+            Signal::Term if behaviour.ignores_term => {}
+            Signal::Term if child.leader_exited => {}
+            Signal::Term => self.leader_exits(proc, ExitStatus::Signal(15)),
+            Signal::Kill => {
+                if child.pipes_open {
+                    child.pipes_open = false;
+                    self.answers.push_back(Input::StdoutClosed { proc });
+                    self.answers.push_back(Input::StderrClosed { proc });
+                }
+                self.leader_exits(proc, ExitStatus::Signal(9));
+            }
+        }
+    }
+
+    fn forget_if_gone(&mut self, proc: ProcId) {
+        if self
+            .live
+            .get(&proc)
+            .is_some_and(|c| c.leader_exited && !c.pipes_open)
+        {
+            self.live.remove(&proc);
         }
     }
 
@@ -215,7 +393,46 @@ impl Driver {
                         }
                     }
                     let result = self.fs.apply(&request);
-                    self.io_queue.push_back((op, result));
+                    self.answers.push_back(Input::IoDone { op, result });
+                }
+                Effect::Spawn { proc, spec } => {
+                    let args = serde_json::to_string(&spec.args).unwrap_or_default();
+                    let stdin = spec
+                        .stdin
+                        .as_ref()
+                        .map(|s| format!(" stdin={} bytes", s.len()))
+                        .unwrap_or_default();
+                    let env: Vec<String> =
+                        spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let line = format!(
+                        "spawn {proc} {} {args} cwd={} env=[{}]{stdin}",
+                        spec.program,
+                        spec.cwd.display(),
+                        env.join(" ")
+                    );
+                    self.note(now, "<-", &line);
+                    assert!(!self.live.contains_key(&proc), "{proc} spawned twice");
+                    self.live.insert(
+                        proc,
+                        Child {
+                            leader_exited: false,
+                            pipes_open: true,
+                        },
+                    );
+                    self.spawned += 1;
+                    let alive = self.live.values().filter(|c| !c.leader_exited).count();
+                    self.max_live_seen = self.max_live_seen.max(alive);
+                    if let Some(max) = self.max_live_allowed {
+                        assert!(
+                            alive <= max,
+                            "{alive} children alive at once, more than {max}"
+                        );
+                    }
+                    self.answers.push_back(Input::Spawned { proc, pid: None });
+                }
+                Effect::Kill { proc, signal } => {
+                    self.note(now, "<-", &format!("kill {proc} {signal:?}"));
+                    self.signal(proc, signal);
                 }
                 Effect::Log { level, message } => {
                     self.note(now, "<-", &format!("log {level:?}: {message}"))
@@ -224,30 +441,46 @@ impl Driver {
                     self.note(now, "<-", &format!("exit {code}"));
                     self.exited = true;
                 }
-                other => panic!("the replay driver cannot execute {other:?} yet"),
             }
         }
-        if let Some((at, why)) = self.core.poll_timeout() {
+        let deadline = self.core.poll_timeout();
+        if let Some((at, _)) = deadline {
             assert!(
                 at >= self.now,
                 "deadline {at} is in the past (now {})",
                 self.now
             );
-            let _ = writeln!(self.timeline, "          wait until {at} ({why:?})");
+        }
+        if deadline != self.last_deadline {
+            if let Some((at, why)) = deadline {
+                let _ = writeln!(self.timeline, "          next deadline {at} ({why:?})");
+            }
+            self.last_deadline = deadline;
         }
     }
 
     fn finish(mut self) -> Replay {
-        assert!(self.io_queue.is_empty(), "I/O left unanswered");
-        for ((client, id), replies) in &self.requests {
-            assert_eq!(
-                *replies, 1,
-                "request {id} of client#{client} got {replies} replies"
-            );
+        assert!(self.answers.is_empty(), "answers left undelivered");
+        assert!(
+            self.live.is_empty(),
+            "children never reaped: {:?}",
+            self.live.keys().collect::<Vec<_>>()
+        );
+        for ((client, id), (replies, excused)) in &self.requests {
+            let ok = *replies == 1 || (*excused && *replies == 0);
+            assert!(ok, "request {id} of client#{client} got {replies} replies");
         }
         assert!(
             self.fs.lock_holders == 0,
             "config lock still held at the end"
+        );
+        let _ = writeln!(
+            self.timeline,
+            "\n## Summary\nrequests={} spawned={} max_alive={} exited={}",
+            self.requests.len(),
+            self.spawned,
+            self.max_live_seen,
+            self.exited
         );
         let _ = writeln!(self.timeline, "\n## Config at the end");
         match &self.fs.config {
@@ -265,17 +498,30 @@ impl Driver {
     }
 
     fn record_request(&mut self, input: &Input) {
+        if let Input::ClientClosed { client } = input {
+            for ((c, _), (_, excused)) in self.requests.iter_mut() {
+                *excused |= *c == client.0;
+            }
+        }
         let Input::ClientLine { client, line } = input else {
             return;
         };
         let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(line) else {
             return;
         };
+        if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+            if let Some(id) = msg.get("params").and_then(|p| p.get("requestId")) {
+                if let Some((_, excused)) = self.requests.get_mut(&(client.0, id.to_string())) {
+                    *excused = true;
+                }
+            }
+            return;
+        }
         let is_response = msg.get("method").is_none()
             && (msg.contains_key("result") || msg.contains_key("error"));
         if let (Some(id), false) = (msg.get("id"), is_response) {
             if id.is_string() || id.is_i64() || id.is_u64() {
-                let previous = self.requests.insert((client.0, id.to_string()), 0);
+                let previous = self.requests.insert((client.0, id.to_string()), (0, false));
                 assert!(previous.is_none(), "scenario reuses request id {id}");
             }
         }
@@ -296,8 +542,9 @@ impl Driver {
             return; // an error for a line whose id could not be read
         }
         let count = self.requests.get_mut(&(client.0, id.to_string()));
-        let count = count.unwrap_or_else(|| panic!("reply to unknown request {id}: {line}"));
+        let (count, _) = count.unwrap_or_else(|| panic!("reply to unknown request {id}: {line}"));
         *count += 1;
+        assert_eq!(*count, 1, "second reply to request {id}: {line}");
     }
 }
 
@@ -450,7 +697,28 @@ fn describe_input(input: &Input) -> String {
         Input::ClientLine { client, line } => format!("{client} {line}"),
         Input::ClientClosed { client } => format!("{client} closed"),
         Input::Shutdown => "shutdown".into(),
-        other => format!("{other:?}"),
+        Input::Timeout => "timeout".into(),
+        Input::IoDone { op, result } => format!("io {op} done: {}", describe_result(result)),
+        Input::Spawned { proc, .. } => format!("{proc} spawned"),
+        Input::SpawnFailed { proc, error } => {
+            format!("{proc} spawn failed: {:?} {}", error.kind, error.message)
+        }
+        Input::StdoutLine { proc, line } => format!("{proc} stdout {}", clip(line)),
+        Input::StderrChunk { proc, text } => {
+            format!("{proc} stderr {}", clip(&format!("{text:?}")))
+        }
+        Input::StdoutClosed { proc } => format!("{proc} stdout closed"),
+        Input::StderrClosed { proc } => format!("{proc} stderr closed"),
+        Input::Exited { proc, status } => format!("{proc} exited {status:?}"),
+    }
+}
+
+/// Long lines (a CLI's init message is kilobytes) are cut for the timeline, with their size.
+fn clip(text: &str) -> String {
+    const KEEP: usize = 160;
+    match text.char_indices().nth(KEEP) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text.to_string(),
     }
 }
 

@@ -1,8 +1,7 @@
 //! The stdio transport: one client on stdin/stdout; logs go to stderr only.
 //!
-//! Signals: SIGTERM/SIGINT are not handled yet (no signal crate is available). They keep
-//! their default action, which ends the process; children die with it through their
-//! parent-death signal, and stale jobs are recovered on the next start.
+//! Signals ([`serve`] only): SIGTERM, SIGINT and SIGHUP become `Input::Shutdown`, so the core
+//! drains and exits 0; a second one exits at once (see `signals`).
 
 use agent_dispatch_core::{ClientId, Core, Input, Options, Timestamp};
 use futures_lite::io::{AsyncRead, AsyncWrite};
@@ -19,15 +18,24 @@ pub const CLIENT: ClientId = ClientId(0);
 /// random seed when it is 0. Blocks the calling thread (it becomes the drive loop). Exit the
 /// process with the returned code: a thread may still be blocked reading stdin.
 pub fn serve(options: Options) -> i32 {
-    smol::block_on(serve_on(
+    smol::block_on(run(
         options,
         Unblock::new(std::io::stdin()),
         Unblock::new(std::io::stdout()),
+        true,
     ))
 }
 
-/// [`serve`] over any byte streams (for tests and embedding).
-pub async fn serve_on<R, W>(mut options: Options, reader: R, writer: W) -> i32
+/// [`serve`] over any byte streams (for tests and embedding). Signals are left alone.
+pub async fn serve_on<R, W>(options: Options, reader: R, writer: W) -> i32
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    run(options, reader, writer, false).await
+}
+
+async fn run<R, W>(mut options: Options, reader: R, writer: W, stop_signals: bool) -> i32
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
@@ -40,6 +48,9 @@ where
     let core = Core::new(options, Timestamp::ZERO);
     driver.executor().add_client(CLIENT, writer);
     let inputs = driver.inputs();
+    if stop_signals {
+        crate::signals::forward_stop_signals(inputs.clone());
+    }
     smol::spawn(async move {
         read_client(CLIENT, reader, &inputs).await;
         // stdio has one client: when it is gone, the server drains and exits.

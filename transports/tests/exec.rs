@@ -75,16 +75,20 @@ impl Harness {
         });
     }
 
-    /// Collects one child's inputs until it has exited and closed stdout.
+    /// Collects one child's inputs until it has exited and closed stdout and stderr.
     fn finish(&self, proc: u64) -> Outcome {
         let proc = ProcId(proc);
         let mut out = Outcome::default();
-        while out.status.is_none() || !out.stdout_closed {
+        while out.status.is_none() || !out.stdout_closed || !out.stderr_closed {
             match self.next() {
                 Input::Spawned { proc: p, pid } if p == proc => out.pid = pid,
                 Input::StdoutLine { proc: p, line } if p == proc => out.lines.push(line),
                 Input::StderrChunk { proc: p, text } if p == proc => out.stderr.push_str(&text),
                 Input::StdoutClosed { proc: p } if p == proc => out.stdout_closed = true,
+                Input::StderrClosed { proc: p } if p == proc => {
+                    assert!(!out.stderr_closed, "stderr closed twice");
+                    out.stderr_closed = true;
+                }
                 Input::Exited { proc: p, status } if p == proc => out.status = Some(status),
                 other => panic!("unexpected input {other:?}"),
             }
@@ -110,6 +114,7 @@ struct Outcome {
     lines: Vec<String>,
     stderr: String,
     stdout_closed: bool,
+    stderr_closed: bool,
     status: Option<ExitStatus>,
 }
 
@@ -291,7 +296,16 @@ fn kill_reaches_a_grandchild_that_holds_stdout() {
         proc: ProcId(1),
         signal: Signal::Term,
     });
-    assert_eq!(h.next(), Input::StdoutClosed { proc: ProcId(1) });
+    // Killing the group closes both pipes the grandchild held, in either order.
+    let mut closed = [h.next(), h.next()];
+    closed.sort_by_key(|i| format!("{i:?}"));
+    assert_eq!(
+        closed,
+        [
+            Input::StderrClosed { proc: ProcId(1) },
+            Input::StdoutClosed { proc: ProcId(1) }
+        ]
+    );
     wait_until("the group to be gone", || {
         live_group_members(pid).is_empty()
     });

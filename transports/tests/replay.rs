@@ -11,13 +11,14 @@ fn scenarios() {
     settings.set_snapshot_path("../../snapshots");
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
     settings.bind(|| {
         insta::glob!("../../fixtures", "scenarios/*.yaml", |path| {
             let text = std::fs::read_to_string(path).expect("read scenario");
             let scenario: Scenario =
                 serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let first = replay::run(&scenario);
-            let second = replay::run(&scenario);
+            let first = replay::run(&scenario, &fixtures);
+            let second = replay::run(&scenario, &fixtures);
             assert_eq!(
                 first.timeline, second.timeline,
                 "replay is not deterministic"

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{self, AddArgs, AgentConfig, AgentUpdate, ConfigDoc, UpdateArgs};
 use crate::describe;
-use crate::engine::{Call, CallId, Core, Event, Step};
+use crate::engine::{Call, CallId, Core, Event, Next, Step};
 use crate::io::{DirProbe, DirState, IoRequest, IoResult, LogLevel};
 use crate::tools::Tool;
 
@@ -54,29 +54,28 @@ pub(crate) enum Edit {
     Remove,
 }
 
-/// What a step decided.
-enum Next {
-    Wait(AgentStep),
-    Done(Value, bool),
-}
-
 impl Core {
-    /// Advances an agent tool call by one event; returns the call while it still waits.
-    pub(crate) fn agent_tool(&mut self, id: CallId, mut call: Call, event: Event) -> Option<Call> {
-        let Step::Agent(step) = std::mem::replace(&mut call.step, Step::Agent(AgentStep::Start));
-        let next = match (step, event) {
-            (AgentStep::Start, Event::Start) => self.agent_start(id, &call),
+    /// Advances an agent tool call by one event.
+    pub(crate) fn agent_tool(
+        &mut self,
+        id: CallId,
+        call: &Call,
+        step: AgentStep,
+        event: Event,
+    ) -> Next {
+        match (step, event) {
+            (AgentStep::Start, Event::Start) => self.agent_start(id, call),
             (AgentStep::Reading, Event::Io(IoResult::Config { result })) => {
-                self.agent_read(id, &call, result)
+                self.agent_read(id, call, result)
             }
             (AgentStep::Probing { doc }, Event::Io(IoResult::Probes { probes })) => {
-                self.agent_report(&call, &doc, &probes)
+                self.agent_report(call, &doc, &probes)
             }
             (AgentStep::ProbingNew, Event::Io(IoResult::Probes { probes })) => {
-                self.agent_new_dir(id, &call, probes)
+                self.agent_new_dir(id, call, probes)
             }
             (AgentStep::Locked { edit }, Event::Io(IoResult::Config { result })) => {
-                self.agent_edit(id, &call, edit, result)
+                self.agent_edit(id, call, edit, result)
             }
             (AgentStep::Saving { reply }, Event::Io(IoResult::Written { result })) => {
                 match result {
@@ -85,16 +84,6 @@ impl Core {
                 }
             }
             (step, event) => Next::Done(internal(&format!("{step:?} got {event:?}")), true),
-        };
-        match next {
-            Next::Wait(step) => {
-                call.step = Step::Agent(step);
-                Some(call)
-            }
-            Next::Done(value, is_error) => {
-                self.reply_tool(&call, &value, is_error);
-                None
-            }
         }
     }
 
@@ -104,7 +93,7 @@ impl Core {
             Tool::ListAgents | Tool::InspectAgent => {
                 let path = self.options.config_path.clone();
                 self.io(id, IoRequest::ReadConfig { path, lock: false });
-                Next::Wait(AgentStep::Reading)
+                wait(AgentStep::Reading)
             }
             Tool::AddAgent => {
                 if let Err(e) = config::validate_agent_name(args.str("name")) {
@@ -116,7 +105,7 @@ impl Core {
                     &self.options.cwd,
                 );
                 self.io(id, probe(vec![dir], describe::DOC_FILES));
-                Next::Wait(AgentStep::ProbingNew)
+                wait(AgentStep::ProbingNew)
             }
             Tool::UpdateAgent => match AgentUpdate::from_args(&update_args(args)) {
                 Err(e) => Next::Done(error(&e), true),
@@ -133,12 +122,13 @@ impl Core {
                 ),
             },
             Tool::RemoveAgent => self.lock(id, Edit::Remove),
+            other => Next::Done(internal(&format!("{other:?} is not an agent tool")), true),
         }
     }
 
     fn lock(&mut self, id: CallId, edit: Edit) -> Next {
         self.lock_config(id);
-        Next::Wait(AgentStep::Locked { edit })
+        wait(AgentStep::Locked { edit })
     }
 
     /// list_agents / inspect_agent: the config is here; probe the directories we report on.
@@ -162,7 +152,7 @@ impl Core {
                     id,
                     probe(vec![agent.directory.clone()], describe::DOC_FILES),
                 );
-                return Next::Wait(AgentStep::Probing { doc: Box::new(doc) });
+                return wait(AgentStep::Probing { doc: Box::new(doc) });
             }
             _ => describe::SUMMARY_FILES,
         };
@@ -176,7 +166,7 @@ impl Core {
             .map(|(_, a)| a.directory.clone())
             .collect();
         self.io(id, probe(dirs, files));
-        Next::Wait(AgentStep::Probing { doc: Box::new(doc) })
+        wait(AgentStep::Probing { doc: Box::new(doc) })
     }
 
     fn agent_report(&mut self, call: &Call, doc: &ConfigDoc, probes: &[DirProbe]) -> Next {
@@ -277,8 +267,9 @@ impl Core {
             }
         };
         self.log(LogLevel::Info, message);
+        self.cache.forget_agent(name);
         self.finish_config(id, Some(doc.to_yaml()), true);
-        Next::Wait(AgentStep::Saving { reply })
+        wait(AgentStep::Saving { reply })
     }
 
     fn unlock_with(&mut self, id: CallId, reply: Value) -> Next {
@@ -287,7 +278,7 @@ impl Core {
     }
 
     /// Parses a config read, or renders the error a tool returns for it.
-    fn load(&self, result: Result<Option<Vec<u8>>, String>) -> Result<ConfigDoc, Value> {
+    pub(crate) fn load(&self, result: Result<Option<Vec<u8>>, String>) -> Result<ConfigDoc, Value> {
         let path = self.options.config_path.display();
         let bytes = result.map_err(|e| json!({"error": format!("Config at {path} could not be read: {e}"), "hint": CONFIG_HINT}))?;
         ConfigDoc::parse(bytes.as_deref(), &self.options.home, &self.options.cwd)
@@ -297,6 +288,10 @@ impl Core {
     fn save_error(&self, e: &str) -> Value {
         json!({"error": format!("Could not save config at {}: {e}", self.options.config_path.display()), "hint": "Nothing was changed. Check free disk space and the folder's permissions, then retry."})
     }
+}
+
+fn wait(step: AgentStep) -> Next {
+    Next::Wait(Step::Agent(step))
 }
 
 fn probe(dirs: Vec<PathBuf>, read: &[&str]) -> IoRequest {

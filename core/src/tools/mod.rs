@@ -1,22 +1,51 @@
 //! The MCP tools: their declarations (what `tools/list` shows) and their handlers.
 
-mod agents;
+pub(crate) mod agents;
 pub(crate) mod args;
+mod dispatch;
 
 use serde_json::{json, Value};
 
 use args::{opt_int, opt_num, opt_str, req, Param};
 
 pub(crate) use agents::AgentStep;
+pub(crate) use dispatch::DispatchStep;
+
+use crate::engine::Step;
 
 /// Every tool this server offers. Each variant has one row in [`TOOLS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Tool {
     ListAgents,
     InspectAgent,
+    Dispatch,
+    DispatchSession,
+    DispatchParallel,
+    DispatchStream,
+    DispatchDialogue,
     AddAgent,
-    UpdateAgent,
     RemoveAgent,
+    UpdateAgent,
+    CacheStats,
+    CacheClear,
+}
+
+/// Where a new call of `tool` starts.
+pub(crate) fn initial_step(tool: Tool) -> Step {
+    match tool {
+        Tool::ListAgents
+        | Tool::InspectAgent
+        | Tool::AddAgent
+        | Tool::RemoveAgent
+        | Tool::UpdateAgent => Step::Agent(AgentStep::Start),
+        Tool::Dispatch
+        | Tool::DispatchSession
+        | Tool::DispatchParallel
+        | Tool::DispatchStream
+        | Tool::DispatchDialogue
+        | Tool::CacheStats
+        | Tool::CacheClear => Step::Dispatch(DispatchStep::Start),
+    }
 }
 
 /// Behaviour hints a client may show or use (MCP tool annotations).
@@ -39,6 +68,13 @@ pub(crate) struct ToolSpec {
     pub hints: Hints,
 }
 
+/// A dispatched agent may do anything its permissions allow, outside this server.
+const RUN: Hints = Hints {
+    read_only: false,
+    destructive: true,
+    idempotent: false,
+    open_world: true,
+};
 const READ: Hints = Hints {
     read_only: true,
     destructive: false,
@@ -63,6 +99,21 @@ const TIMEOUT_DOC: &str = "Seconds per run (0 = default)";
 const BUDGET_DOC: &str = "Spend cap in USD per run";
 const CSV_DOC: &str = "Comma-separated tool names; \",\" = none";
 
+const TASK: Param = req("task", "What the agent should do");
+const CONTEXT: Param = opt_str("context", "Background the agent needs");
+const CALLER: Param = opt_str("caller", "Your project name");
+const GOAL: Param = opt_str("goal", "Why you need this");
+const FORMAT: Param = opt_str(
+    "response_format",
+    "\"json\" for a JSON answer (parsed_result)",
+);
+const RUN_TIMEOUT: Param = opt_int(
+    "timeout_seconds",
+    0,
+    "This run only: 10-7200 (0 = agent default)",
+);
+const TARGET: Param = req("agent", "Agent name");
+
 /// The tool table, in `tools/list` order.
 pub(crate) const TOOLS: &[ToolSpec] = &[
     ToolSpec {
@@ -80,6 +131,54 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
         description: "One agent's config, MCP servers, stack, and CLAUDE.md/README previews.",
         params: &[AGENT, opt_int("preview_lines", 40, "Preview lines (0-200)")],
         hints: READ,
+    },
+    ToolSpec {
+        tool: Tool::Dispatch,
+        name: "dispatch",
+        title: "Dispatch",
+        description: "Run a task in an agent's project and return its answer (cached).",
+        params: &[TARGET, TASK, CONTEXT, CALLER, GOAL, FORMAT, RUN_TIMEOUT],
+        hints: RUN,
+    },
+    ToolSpec {
+        tool: Tool::DispatchSession,
+        name: "dispatch_session",
+        title: "Dispatch in a session",
+        description: "Like dispatch, uncached; pass a returned session_id to continue that conversation.",
+        params: &[TARGET, TASK, opt_str("session_id", "Session to resume"), CONTEXT, CALLER, GOAL, FORMAT, RUN_TIMEOUT],
+        hints: RUN,
+    },
+    ToolSpec {
+        tool: Tool::DispatchParallel,
+        name: "dispatch_parallel",
+        title: "Dispatch in parallel",
+        description: "Run several dispatches at once; optionally have an agent synthesize the results.",
+        params: &[
+            req("dispatches", "JSON array of {agent, task, context?, caller?, goal?, response_format?, timeout_seconds?}"),
+            opt_str("aggregate", "Agent that synthesizes the results"),
+        ],
+        hints: RUN,
+    },
+    ToolSpec {
+        tool: Tool::DispatchStream,
+        name: "dispatch_stream",
+        title: "Dispatch with progress",
+        description: "Like dispatch, uncached, with live progress notifications.",
+        params: &[TARGET, TASK, CONTEXT, CALLER, GOAL, FORMAT, RUN_TIMEOUT],
+        hints: RUN,
+    },
+    ToolSpec {
+        tool: Tool::DispatchDialogue,
+        name: "dispatch_dialogue",
+        title: "Dialogue between agents",
+        description: "Two agents discuss a topic in turns until one ends with [RESOLVED].",
+        params: &[
+            req("requester", "Agent that asks"),
+            req("responder", "Agent that answers first"),
+            req("topic", ""),
+            opt_int("max_rounds", 3, "1-10"),
+        ],
+        hints: RUN,
     },
     ToolSpec {
         tool: Tool::AddAgent,
@@ -107,6 +206,14 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
         hints: ADD,
     },
     ToolSpec {
+        tool: Tool::RemoveAgent,
+        name: "remove_agent",
+        title: "Remove agent",
+        description: "Unregister an agent (its directory is not touched).",
+        params: &[AGENT],
+        hints: EDIT,
+    },
+    ToolSpec {
         tool: Tool::UpdateAgent,
         name: "update_agent",
         title: "Update agent",
@@ -127,12 +234,20 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
         hints: EDIT,
     },
     ToolSpec {
-        tool: Tool::RemoveAgent,
-        name: "remove_agent",
-        title: "Remove agent",
-        description: "Unregister an agent (its directory is not touched).",
-        params: &[AGENT],
-        hints: EDIT,
+        tool: Tool::CacheStats,
+        name: "cache_stats",
+        title: "Cache statistics",
+        description: "Size, hits, misses and hit rate of the dispatch result cache.",
+        params: &[],
+        hints: READ,
+    },
+    ToolSpec {
+        tool: Tool::CacheClear,
+        name: "cache_clear",
+        title: "Clear cache",
+        description: "Empty the dispatch result cache.",
+        params: &[],
+        hints: Hints { read_only: false, destructive: false, idempotent: true, open_world: false },
     },
 ];
 
@@ -165,9 +280,13 @@ pub(crate) fn list_json() -> String {
 
 /// The `instructions` of the `initialize` result: how a model should use the tools above.
 pub(crate) const INSTRUCTIONS: &str = "\
-Delegate work to agents: Claude Code projects in other directories, each with its own CLAUDE.md, MCP servers and tools.
+Delegate work to agents: Claude Code projects in other directories, each with its own CLAUDE.md, MCP servers and tools. Dispatch when a task needs another project's files, tools or context; don't dispatch what you can do yourself.
 
 FIND AGENTS: list_agents() shows who is available; inspect_agent(name) gives details and CLAUDE.md/README previews.
+
+DISPATCH: dispatch(agent, task) runs one task and returns the answer (cached). Always pass caller= (your project) and goal= (why). dispatch_session(agent, task, session_id?) continues a conversation; dispatch_parallel(dispatches, aggregate?) runs several at once; dispatch_stream reports live progress; dispatch_dialogue(requester, responder, topic) lets two agents talk it through.
+
+READING A RESULT: success=false comes with error, error_type and often a hint. A timed-out run returns session_id: continue with dispatch_session(agent, 'Continue where you left off', session_id=...) or pass a larger timeout_seconds. denied_tools lists tools the agent was refused: grant them with update_agent(allowed_tools=...) or permission_mode='bypassPermissions'.
 
 MANAGE AGENTS: add_agent(name, directory) registers a project (description generated when omitted); update_agent(name, ...) changes permissions, timeout, model (\"none\" clears a field); remove_agent(name) unregisters.";
 

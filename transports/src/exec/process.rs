@@ -311,7 +311,8 @@ async fn read_stdout(
     let _ = inputs.send(Input::StdoutClosed { proc }).await;
 }
 
-/// Drains stderr to EOF in chunks so the child never blocks on a full pipe.
+/// Drains stderr to EOF in chunks so the child never blocks on a full pipe, then reports
+/// `StderrClosed`.
 async fn read_stderr(
     proc: ProcId,
     mut stderr: async_process::ChildStderr,
@@ -341,6 +342,7 @@ async fn read_stderr(
         }
     }
     state.open_pipes.fetch_sub(1, Ordering::SeqCst);
+    let _ = inputs.send(Input::StderrClosed { proc }).await;
 }
 
 /// Reaps the leader and reports `Exited`, whether or not a grandchild still holds the pipes.
