@@ -261,7 +261,10 @@ fn config(report: &mut Report, options: &Options) -> Option<ConfigDoc> {
                 CONFIG,
                 Status::Fail,
                 format!("Config could not be read: {shown}"),
-                vec![e, format!("Fix its permissions: chmod 600 {shown}")],
+                vec![
+                    e,
+                    format!("Fix its permissions: chmod 600 {}", quoted(path)),
+                ],
             );
             return None;
         }
@@ -295,7 +298,7 @@ fn config(report: &mut Report, options: &Options) -> Option<ConfigDoc> {
                 CONFIG,
                 Status::Warn,
                 format!("Config is readable by other users (mode {mode:04o}): {shown}"),
-                vec![format!("Fix: chmod 600 {shown}")],
+                vec![format!("Fix: chmod 600 {}", quoted(path))],
             );
         }
     }
@@ -518,13 +521,17 @@ fn jobs_folder(report: &mut Report, config_path: &Path) {
             JOBS,
             Status::Warn,
             format!("Jobs folder {shown} cannot be examined: {e}"),
-            vec![format!("Fix its permissions: chmod 700 {shown}")],
+            vec![format!("Fix its permissions: chmod 700 {}", quoted(&dir))],
         ),
         Ok(meta) if !meta.is_dir() => report.add(
             JOBS,
             Status::Warn,
             format!("Jobs folder {shown} is not a folder"),
-            vec![format!("Move it away: mv {shown} {shown}.bak")],
+            vec![format!(
+                "Move it away: mv {} {}",
+                quoted(&dir),
+                ui::shell_quote(&format!("{shown}.bak"))
+            )],
         ),
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o777;
@@ -540,9 +547,14 @@ fn jobs_folder(report: &mut Report, config_path: &Path) {
                     JOBS,
                     Status::Warn,
                     format!("Jobs folder is open to other users (mode {mode:04o}): {shown}"),
-                    vec![format!("Fix: chmod 700 {shown}")],
+                    vec![format!("Fix: chmod 700 {}", quoted(&dir))],
                 );
             }
         }
     }
+}
+
+/// A path as a shell word, for the fix commands we print.
+fn quoted(path: &Path) -> String {
+    ui::shell_quote(&path.display().to_string())
 }

@@ -9,8 +9,10 @@ use agent_dispatch_core::Options;
 /// Builds the core's options from this process's environment.
 pub fn options() -> Options {
     let home = home();
+    let config_path = config_path(&home);
     Options {
-        config_path: config_path(&home),
+        jobs_dir: jobs_dir(&config_path),
+        config_path,
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         home,
         seed: fastrand_seed(),

@@ -75,12 +75,14 @@ pub fn test(
     if json {
         ui::print_json(&outcome.value);
     }
-    if outcome.is_error {
-        return Err(tool_error(&outcome.value));
-    }
     let result = outcome.value;
+    // A dispatch that ran and failed has `success: false` (and `isError`); any other error
+    // (unknown agent, bad arguments) is the plain `{"error"}` envelope.
     if result["success"] == json!(false) {
         return Err(failed(name, &agent, &result, json));
+    }
+    if outcome.is_error {
+        return Err(tool_error(&result));
     }
     if !json {
         say!("{}", text(&result["result"]));
@@ -164,7 +166,7 @@ impl Spinner {
                         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
                         let _ = write!(
                             std::io::stderr().lock(),
-                            "\r{} working… {:.0}s\x1b[K",
+                            "\r{} working… {:.1}s\x1b[K",
                             FRAMES[frame % FRAMES.len()],
                             started.elapsed().as_secs_f64()
                         );

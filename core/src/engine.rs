@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::background::{JobKey, Jobs, Recovery};
 use crate::dispatch::cache::Cache;
 use crate::dispatch::limiter::Limiter;
 use crate::dispatch::outcome::DispatchResult;
@@ -20,7 +21,7 @@ use crate::jsonrpc;
 use crate::mcp::Session;
 use crate::time::Timestamp;
 use crate::timer::{TimerKey, Timers};
-use crate::tools::{self, args::Args, AgentStep, DispatchStep, Tool};
+use crate::tools::{self, args::Args, AgentStep, DispatchStep, JobStep, Tool};
 
 /// How often at most a call sends progress notifications.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -32,6 +33,8 @@ const PROGRESS_BUFFER: usize = 100;
 pub struct Options {
     /// The `agents.yaml` path (from `AGENT_DISPATCH_CONFIG` or the default).
     pub config_path: PathBuf,
+    /// The jobs folder (`AGENT_DISPATCH_JOBS_DIR`, else `jobs` beside the config).
+    pub jobs_dir: PathBuf,
     /// The user's home directory, for `~` in configured paths.
     pub home: PathBuf,
     /// The server's working directory, for relative configured paths.
@@ -50,6 +53,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             config_path: PathBuf::new(),
+            jobs_dir: PathBuf::new(),
             home: PathBuf::new(),
             cwd: PathBuf::new(),
             seed: 0,
@@ -123,6 +127,7 @@ pub(crate) struct Progress {
 pub(crate) enum Step {
     Agent(AgentStep),
     Dispatch(DispatchStep),
+    Job(JobStep),
 }
 
 /// What wakes a call up.
@@ -134,6 +139,15 @@ pub(crate) enum Event {
         slot: usize,
         result: Box<DispatchResult>,
     },
+    /// The first write of a job this call created finished.
+    JobSaved {
+        key: JobKey,
+        result: Result<(), String>,
+    },
+    /// The job this call waits for ended.
+    JobDone,
+    /// A timer this call set fired.
+    Tick,
 }
 
 /// What a tool handler decided after an event.
@@ -148,8 +162,17 @@ pub(crate) enum Next {
 /// An `Effect::Io` awaiting its `IoDone`.
 #[derive(Debug)]
 struct PendingOp {
-    call: Option<CallId>,
+    owner: OpOwner,
     releases_config_lock: bool,
+}
+
+/// Who gets an I/O result.
+#[derive(Debug, PartialEq)]
+enum OpOwner {
+    Call(CallId),
+    JobWrite(String),
+    Recovery,
+    Nobody,
 }
 
 #[derive(Debug, PartialEq)]
@@ -169,6 +192,8 @@ pub struct Core {
     pub(crate) limiter: Limiter,
     pub(crate) timers: Timers,
     pub(crate) cache: Cache,
+    pub(crate) jobs: Jobs,
+    pub(crate) recovery: Option<Recovery>,
     effects: VecDeque<Effect>,
     now: Timestamp,
     phase: Phase,
@@ -183,9 +208,10 @@ pub struct Core {
 }
 
 impl Core {
-    /// Creates a core at `now` (usually `Timestamp::ZERO`).
+    /// Creates a core at `now` (usually `Timestamp::ZERO`). Its first effects recover job
+    /// records an earlier server abandoned.
     pub fn new(options: Options, now: Timestamp) -> Self {
-        Core {
+        let mut core = Core {
             options,
             clients: BTreeMap::new(),
             tools_list: tools::list_json(),
@@ -193,6 +219,8 @@ impl Core {
             limiter: Limiter::new(5),
             timers: Timers::default(),
             cache: Cache::default(),
+            jobs: Jobs::default(),
+            recovery: None,
             effects: VecDeque::new(),
             now,
             phase: Phase::Serving,
@@ -202,7 +230,9 @@ impl Core {
             next_proc: 0,
             config_holder: None,
             config_waiters: VecDeque::new(),
-        }
+        };
+        core.start_recovery();
+        core
     }
 
     /// Feeds one fact. `Err` only when the driver broke the contract.
@@ -239,8 +269,16 @@ impl Core {
             }
             Input::IoDone { op, result } => {
                 let pending = self.ops.remove(&op).ok_or(CoreError::UnknownOp(op))?;
-                if let Some(call) = pending.call {
-                    self.advance_call(call, Event::Io(result));
+                match pending.owner {
+                    OpOwner::Call(call) => self.advance_call(call, Event::Io(result)),
+                    OpOwner::JobWrite(id) => match result {
+                        IoResult::Written { result } => self.job_written(&id, result),
+                        other => {
+                            self.log(LogLevel::Warn, format!("job write answered with {other:?}"))
+                        }
+                    },
+                    OpOwner::Recovery => self.recovery_step(result),
+                    OpOwner::Nobody => {}
                 }
                 if pending.releases_config_lock {
                     self.release_config_lock();
@@ -249,6 +287,7 @@ impl Core {
             Input::Shutdown => {
                 if self.phase == Phase::Serving {
                     self.phase = Phase::Draining;
+                    self.fail_owned_jobs("The server shut down while this job was running. Re-dispatch it if still needed.");
                     self.stop_all_runs();
                 }
             }
@@ -256,6 +295,8 @@ impl Core {
                 while let Some(key) = self.timers.pop_due(self.now) {
                     match key {
                         TimerKey::Progress(call) => self.flush_progress(CallId(call)),
+                        TimerKey::Wait(call) => self.advance_call(CallId(call), Event::Tick),
+                        TimerKey::JobWrite(job) => self.job_timer(crate::background::JobKey(job)),
                         other => self.on_run_timer(other),
                     }
                 }
@@ -362,6 +403,7 @@ impl Core {
         let next = match step {
             Step::Agent(step) => self.agent_tool(id, &call, step, event),
             Step::Dispatch(step) => self.dispatch_tool(id, &call, step, event),
+            Step::Job(step) => self.job_tool(id, &call, step, event),
         };
         match next {
             Next::Wait(step) => {
@@ -393,7 +435,28 @@ impl Core {
 
     /// Requests I/O on behalf of a call; the result comes back as `Event::Io`.
     pub(crate) fn io(&mut self, call: CallId, request: IoRequest) {
-        self.push_io(Some(call), request, false);
+        self.push_io(OpOwner::Call(call), request, false);
+    }
+
+    /// Writes an owned job's record; the result goes to `job_written`.
+    pub(crate) fn push_job_write(&mut self, id: String, contents: String) {
+        let request = IoRequest::WriteJob {
+            id: id.clone(),
+            contents,
+        };
+        self.push_io(OpOwner::JobWrite(id), request, false);
+    }
+
+    /// I/O for start-up recovery; results go to `recovery_step` (writes and deletes to
+    /// nobody: recovery does not wait for them).
+    pub(crate) fn push_recovery_io(&mut self, request: IoRequest) {
+        let owner = match request {
+            IoRequest::ReadConfig { .. }
+            | IoRequest::ListJobs { .. }
+            | IoRequest::ReadJobs { .. } => OpOwner::Recovery,
+            _ => OpOwner::Nobody,
+        };
+        self.push_io(owner, request, false);
     }
 
     /// Asks for the config under the cross-process lock; queued while another call holds it.
@@ -413,7 +476,12 @@ impl Core {
             Some(contents) => IoRequest::WriteConfig { path, contents },
             None => IoRequest::UnlockConfig { path },
         };
-        self.push_io(notify.then_some(call), request, true);
+        let owner = if notify {
+            OpOwner::Call(call)
+        } else {
+            OpOwner::Nobody
+        };
+        self.push_io(owner, request, true);
     }
 
     /// Sends a tool result for a finished call (unless it was cancelled).
@@ -491,8 +559,8 @@ impl Core {
     /// finishes silently; anything else is dropped at once.
     fn cancel_call(&mut self, id: CallId) {
         self.cancel_runs(id);
-        let waits_for_io =
-            self.ops.values().any(|op| op.call == Some(id)) || self.config_holder == Some(id);
+        let waits_for_io = self.ops.values().any(|op| op.owner == OpOwner::Call(id))
+            || self.config_holder == Some(id);
         if waits_for_io {
             if let Some(call) = self.calls.get_mut(&id) {
                 call.cancelled = true;
@@ -501,6 +569,7 @@ impl Core {
             self.calls.remove(&id);
             self.config_waiters.retain(|w| *w != id);
             self.timers.cancel(TimerKey::Progress(id.0));
+            self.timers.cancel(TimerKey::Wait(id.0));
         }
     }
 
@@ -541,12 +610,12 @@ impl Core {
         }
     }
 
-    fn push_io(&mut self, call: Option<CallId>, request: IoRequest, releases_config_lock: bool) {
+    fn push_io(&mut self, owner: OpOwner, request: IoRequest, releases_config_lock: bool) {
         let op = OpId(self.fresh_id());
         self.ops.insert(
             op,
             PendingOp {
-                call,
+                owner,
                 releases_config_lock,
             },
         );
@@ -563,6 +632,28 @@ impl Core {
         self.config_holder = None;
         if let Some(next) = self.config_waiters.pop_front() {
             self.grant_config_lock(next);
+        }
+    }
+
+    /// Shutdown: every job still running here is marked failed with `why`.
+    fn fail_owned_jobs(&mut self, why: &str) {
+        let keys: Vec<_> = self
+            .jobs
+            .owned
+            .values()
+            .filter(|j| !j.record.status.is_terminal())
+            .map(|j| j.key)
+            .collect();
+        for key in keys {
+            let mut result = DispatchResult::preflight(
+                "",
+                why.to_string(),
+                crate::dispatch::outcome::ErrorType::CliError,
+            );
+            if let Some(id) = self.jobs.id(key) {
+                result.agent = self.jobs.owned[id].record.agent.clone();
+            }
+            self.job_finished(key, result);
         }
     }
 

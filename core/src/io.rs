@@ -151,10 +151,23 @@ pub enum IoRequest {
         /// Cap per file read.
         max_bytes: usize,
     },
+    /// Write one job record atomically to `<jobs dir>/<id>.json` (unique temp file, mode
+    /// 0600, folder 0700, rename). The driver re-validates `id` before building the path and
+    /// refuses to replace a record whose status is already terminal (done, failed,
+    /// cancelled): a finished job is never overwritten. Answered with `IoResult::Written`.
+    WriteJob { id: String, contents: String },
+    /// List the job records: every `<id>.json` with a valid id, with its modification time
+    /// and size. With `clean_temps`, first remove temp files left by interrupted writes.
+    /// Answered with `IoResult::JobList`.
+    ListJobs { clean_temps: bool },
+    /// Read these job records. Answered with `IoResult::Jobs`, in request order.
+    ReadJobs { ids: Vec<String> },
+    /// Delete these job records. Answered with `IoResult::Deleted`.
+    DeleteJobs { ids: Vec<String> },
 }
 
 /// The answer to an `IoRequest`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "io", rename_all = "snake_case")]
 pub enum IoResult {
     /// The config file's bytes; `None` when the file does not exist.
@@ -165,6 +178,27 @@ pub enum IoResult {
     Written { result: Result<(), String> },
     /// One probe per requested directory.
     Probes { probes: Vec<DirProbe> },
+    /// The job records on disk.
+    JobList {
+        result: Result<Vec<JobFile>, String>,
+    },
+    /// Each requested record's text (`None`: no such file), in request order.
+    Jobs {
+        records: Vec<Result<Option<String>, String>>,
+    },
+    /// How many records were deleted.
+    Deleted { result: Result<usize, String> },
+}
+
+/// One job record file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobFile {
+    /// The job id (the file name without `.json`), already validated.
+    pub id: String,
+    /// Last modification, in Unix seconds.
+    pub modified: f64,
+    /// Size in bytes (with `modified`, tells whether a cached parse is still current).
+    pub size: u64,
 }
 
 /// What the driver found at one directory.

@@ -44,12 +44,14 @@
 
 #![forbid(unsafe_code)]
 
+mod background;
 pub mod config;
 pub mod describe;
 mod dispatch;
 mod engine;
 mod ids;
 mod io;
+pub mod jobs;
 mod jsonrpc;
 mod mcp;
 mod time;
@@ -59,8 +61,8 @@ mod tools;
 pub use engine::{Core, CoreError, Options, TimeoutReason};
 pub use ids::{ClientId, OpId, ProcId};
 pub use io::{
-    DirProbe, DirState, Effect, EntryKind, ExitStatus, Input, IoRequest, IoResult, LogLevel,
-    Signal, SpawnError, SpawnErrorKind, SpawnSpec,
+    DirProbe, DirState, Effect, EntryKind, ExitStatus, Input, IoRequest, IoResult, JobFile,
+    LogLevel, Signal, SpawnError, SpawnErrorKind, SpawnSpec,
 };
 pub use time::Timestamp;
 pub use timer::TimerKey;

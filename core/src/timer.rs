@@ -19,6 +19,10 @@ pub enum TimerKey {
     Linger(ProcId),
     /// Buffered progress notifications of a call are due.
     Progress(u64),
+    /// A call waiting for a job: its deadline, or its next look at a job another process owns.
+    Wait(u64),
+    /// An owned job's record is due a write (coalesced progress, or the heartbeat).
+    JobWrite(u64),
 }
 
 /// Deadlines by key; one deadline per key.

@@ -23,13 +23,17 @@ use std::path::{Path, PathBuf};
 
 use agent_dispatch_core::{
     ClientId, Core, DirProbe, DirState, Effect, EntryKind, ExitStatus, Input, IoRequest, IoResult,
-    Options, ProcId, Signal, SpawnError, SpawnErrorKind, TimerKey, Timestamp,
+    JobFile, Options, ProcId, Signal, SpawnError, SpawnErrorKind, TimerKey, Timestamp,
 };
 use serde::Deserialize;
 use serde_json::Value;
 
 /// Where the virtual config file lives.
 pub const CONFIG_PATH: &str = "/home/user/.config/agent-dispatch/agents.yaml";
+/// Where the virtual job records live.
+pub const JOBS_DIR: &str = "/home/user/.config/agent-dispatch/jobs";
+/// Unix time at the replay's start.
+const UNIX_AT_START: f64 = 1_800_000_000.0;
 
 /// A scripted scenario.
 #[derive(Debug, Deserialize)]
@@ -41,6 +45,9 @@ pub struct Scenario {
     /// Directories that exist, each with its files (`name/` marks a sub-folder).
     #[serde(default)]
     pub dirs: BTreeMap<PathBuf, BTreeMap<String, String>>,
+    /// Job records present at start: id → (record text, age in seconds at start).
+    #[serde(default)]
+    pub jobs: BTreeMap<String, (String, f64)>,
     /// Paths that exist but are not directories.
     #[serde(default)]
     pub not_dirs: BTreeSet<PathBuf>,
@@ -178,10 +185,11 @@ impl Driver {
     fn new(scenario: &Scenario) -> Self {
         let options = Options {
             config_path: PathBuf::from(CONFIG_PATH),
+            jobs_dir: PathBuf::from(JOBS_DIR),
             home: PathBuf::from("/home/user"),
             cwd: PathBuf::from("/home/user"),
             seed: 7,
-            unix_time_at_epoch: 1_800_000_000.0,
+            unix_time_at_epoch: UNIX_AT_START,
             depth: scenario.depth,
             ..Options::default()
         };
@@ -392,7 +400,8 @@ impl Driver {
                             let _ = writeln!(self.timeline, "          | {line}");
                         }
                     }
-                    let result = self.fs.apply(&request);
+                    let unix_now = UNIX_AT_START + now.as_duration().as_secs_f64();
+                    let result = self.fs.apply(&request, unix_now);
                     self.answers.push_back(Input::IoDone { op, result });
                 }
                 Effect::Spawn { proc, spec } => {
@@ -555,6 +564,8 @@ struct Fs {
     not_dirs: BTreeSet<PathBuf>,
     unreadable: BTreeSet<PathBuf>,
     lock_holders: usize,
+    /// id → (record text, modification time in Unix seconds).
+    jobs: BTreeMap<String, (String, f64)>,
 }
 
 impl Fs {
@@ -565,10 +576,15 @@ impl Fs {
             not_dirs: scenario.not_dirs.clone(),
             unreadable: scenario.unreadable.clone(),
             lock_holders: 0,
+            jobs: scenario
+                .jobs
+                .iter()
+                .map(|(id, (text, age))| (id.clone(), (text.clone(), UNIX_AT_START - age)))
+                .collect(),
         }
     }
 
-    fn apply(&mut self, request: &IoRequest) -> IoResult {
+    fn apply(&mut self, request: &IoRequest, unix_now: f64) -> IoResult {
         match request {
             IoRequest::ReadConfig { lock, .. } => {
                 if *lock {
@@ -604,6 +620,57 @@ impl Fs {
                     .map(|d| self.probe(d, markers, read, *max_bytes))
                     .collect();
                 IoResult::Probes { probes }
+            }
+            IoRequest::WriteJob { id, contents } => {
+                assert!(
+                    agent_dispatch_core::jobs::valid_job_id(id),
+                    "core asked to write job {id:?}"
+                );
+                let status = |text: &str| {
+                    serde_json::from_str::<Value>(text)
+                        .ok()
+                        .and_then(|v| v["status"].as_str().map(str::to_string))
+                };
+                let terminal = self
+                    .jobs
+                    .get(id)
+                    .and_then(|(old, _)| status(old))
+                    .filter(|s| ["done", "failed", "cancelled"].contains(&s.as_str()));
+                if let Some(old) = terminal {
+                    return IoResult::Written {
+                        result: Err(format!(
+                            "job {id} is already {old}; a finished job is never overwritten"
+                        )),
+                    };
+                }
+                self.jobs.insert(id.clone(), (contents.clone(), unix_now));
+                IoResult::Written { result: Ok(()) }
+            }
+            IoRequest::ListJobs { .. } => {
+                let files = self
+                    .jobs
+                    .iter()
+                    .map(|(id, (text, modified))| JobFile {
+                        id: id.clone(),
+                        modified: *modified,
+                        size: text.len() as u64,
+                    })
+                    .collect();
+                IoResult::JobList { result: Ok(files) }
+            }
+            IoRequest::ReadJobs { ids } => {
+                let records = ids
+                    .iter()
+                    .map(|id| Ok(self.jobs.get(id).map(|(text, _)| text.clone())))
+                    .collect();
+                IoResult::Jobs { records }
+            }
+            IoRequest::DeleteJobs { ids } => {
+                let n = ids
+                    .iter()
+                    .filter(|id| self.jobs.remove(*id).is_some())
+                    .count();
+                IoResult::Deleted { result: Ok(n) }
             }
         }
     }
@@ -739,6 +806,15 @@ fn describe_request(request: &IoRequest) -> String {
             )
         }
         IoRequest::UnlockConfig { path } => format!("unlock config {}", path.display()),
+        IoRequest::WriteJob { id, contents } => {
+            format!("write job {id} ({} bytes)", contents.len())
+        }
+        IoRequest::ListJobs { clean_temps } => format!(
+            "list jobs{}",
+            if *clean_temps { " (clean temps)" } else { "" }
+        ),
+        IoRequest::ReadJobs { ids } => format!("read jobs [{}]", ids.join(", ")),
+        IoRequest::DeleteJobs { ids } => format!("delete jobs [{}]", ids.join(", ")),
         IoRequest::ProbeDirs { dirs, read, .. } => {
             let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
             format!("probe {} reading [{}]", dirs.join(", "), read.join(", "))
@@ -754,6 +830,10 @@ fn describe_result(result: &IoResult) -> String {
         IoResult::Config { result: Ok(None) } => "no config file".into(),
         IoResult::Config { result: Err(e) } => format!("config error: {e}"),
         IoResult::Written { result } => format!("{result:?}"),
+        IoResult::JobList { result: Ok(files) } => format!("{} job files", files.len()),
+        IoResult::JobList { result: Err(e) } => format!("job list error: {e}"),
+        IoResult::Jobs { records } => format!("{} records", records.len()),
+        IoResult::Deleted { result } => format!("deleted {result:?}"),
         IoResult::Probes { probes } => {
             let states: Vec<String> = probes
                 .iter()

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::background::JobKey;
 use crate::dispatch::argv::{self, Effective, Session};
 use crate::dispatch::outcome::{self, DispatchResult, Facts};
 use crate::dispatch::stream::{self, Event as StreamEvent};
@@ -39,11 +40,13 @@ pub(crate) const STDERR_KEEP: usize = 64 * 1024;
 /// How much non-JSON stdout we keep for the plain-text tier.
 pub(crate) const PLAIN_KEEP: usize = 256 * 1024;
 
-/// Who gets a run's result: a call, and which of its runs this is.
+/// Who gets a run's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Owner {
-    pub call: CallId,
-    pub slot: usize,
+pub(crate) enum Owner {
+    /// A tool call, and which of its runs this is.
+    Call { call: CallId, slot: usize },
+    /// A background job.
+    Job(JobKey),
 }
 
 /// Everything needed to start one run.
@@ -142,7 +145,7 @@ impl Core {
         let procs: Vec<ProcId> = self
             .runs
             .iter()
-            .filter(|(_, r)| r.owner.call == call)
+            .filter(|(_, r)| matches!(r.owner, Owner::Call { call: c, .. } if c == call))
             .map(|(p, _)| *p)
             .collect();
         for proc in procs {
@@ -251,7 +254,7 @@ impl Core {
                 }
                 self.finish(proc);
             }
-            TimerKey::Progress(_) => {}
+            TimerKey::Progress(_) | TimerKey::Wait(_) | TimerKey::JobWrite(_) => {}
         }
     }
 
@@ -264,10 +267,13 @@ impl Core {
             self.runs.remove(&proc);
             return;
         }
-        let spec = run.spec.clone();
+        let (spec, owner) = (run.spec.clone(), run.owner);
         let deadline = self.now().plus(run.timeout);
         self.timers.set(TimerKey::RunDeadline(proc), deadline);
         self.effects_push(Effect::Spawn { proc, spec });
+        if let Owner::Job(job) = owner {
+            self.job_started(job);
+        }
     }
 
     fn on_stdout(&mut self, proc: ProcId, line: &str) {
@@ -297,9 +303,10 @@ impl Core {
                             .set(TimerKey::Linger(proc), self.now().plus(RESULT_GRACE));
                     }
                 }
-                StreamEvent::Progress(message) if !quiet => {
-                    self.progress(owner.call, &agent, &message)
-                }
+                StreamEvent::Progress(message) if !quiet => match owner {
+                    Owner::Call { call, .. } => self.progress(call, &agent, &message),
+                    Owner::Job(job) => self.job_progress(job, &agent, &message),
+                },
                 StreamEvent::Progress(_) => {}
             }
         }
@@ -410,13 +417,35 @@ impl Core {
     }
 
     fn deliver(&mut self, owner: Owner, result: DispatchResult) {
-        self.advance_call(
-            owner.call,
-            Event::RunDone {
-                slot: owner.slot,
-                result: Box::new(result),
-            },
-        );
+        match owner {
+            Owner::Call { call, slot } => {
+                self.advance_call(
+                    call,
+                    Event::RunDone {
+                        slot,
+                        result: Box::new(result),
+                    },
+                );
+            }
+            Owner::Job(job) => self.job_finished(job, result),
+        }
+    }
+
+    /// Stops the run of a background job (cancelled): no result is delivered.
+    pub(crate) fn cancel_job_run(&mut self, job: JobKey) {
+        let procs: Vec<ProcId> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| r.owner == Owner::Job(job))
+            .map(|(p, _)| *p)
+            .collect();
+        for proc in procs {
+            if let Some(run) = self.runs.get_mut(&proc) {
+                run.cancelled = true;
+                run.delivered = true;
+            }
+            self.stop(proc);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub(crate) enum Kind {
     Str,
     Int,
     Num,
+    Bool,
 }
 
 /// The value a parameter takes when the caller leaves it out.
@@ -20,6 +21,7 @@ pub(crate) enum Default {
     Str(&'static str),
     Int(i64),
     Num(f64),
+    Bool(bool),
 }
 
 /// One declared parameter.
@@ -64,12 +66,22 @@ pub(crate) const fn opt_num(name: &'static str, default: f64, doc: &'static str)
         doc,
     }
 }
+pub(crate) const fn opt_bool(name: &'static str, doc: &'static str) -> Param {
+    Param {
+        name,
+        kind: Kind::Bool,
+        default: Default::Bool(false),
+        doc,
+    }
+}
+
 /// A validated argument value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Arg {
     Str(String),
     Int(i64),
     Num(f64),
+    Bool(bool),
 }
 
 /// Validated arguments of one call; every declared parameter has a value.
@@ -91,6 +103,11 @@ impl Args {
             Some(Arg::Int(i)) => *i,
             _ => 0,
         }
+    }
+
+    /// Returns a boolean argument (false if absent).
+    pub fn bool(&self, name: &str) -> bool {
+        matches!(self.0.get(name), Some(Arg::Bool(true)))
     }
 
     /// Returns a number argument (0.0 if absent).
@@ -117,6 +134,7 @@ pub(crate) fn validate(params: &[Param], arguments: &Map<String, Value>) -> Resu
             (None, Default::Str(s)) => Arg::Str(s.to_string()),
             (None, Default::Int(i)) => Arg::Int(i),
             (None, Default::Num(n)) => Arg::Num(n),
+            (None, Default::Bool(b)) => Arg::Bool(b),
             (Some(v), _) => coerce(p, v)?,
         };
         args.insert(p.name, value);
@@ -178,6 +196,12 @@ fn coerce(p: &Param, v: &Value) -> Result<Arg, String> {
             Value::String(s) => s.trim().parse::<f64>().map(Arg::Num).map_err(|_| bad()),
             _ => Err(bad()),
         },
+        Kind::Bool => match v {
+            Value::Bool(b) => Ok(Arg::Bool(*b)),
+            Value::String(s) if s == "true" => Ok(Arg::Bool(true)),
+            Value::String(s) if s == "false" => Ok(Arg::Bool(false)),
+            _ => Err(bad()),
+        },
     }
 }
 
@@ -186,6 +210,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Str => "string",
         Kind::Int => "integer",
         Kind::Num => "number",
+        Kind::Bool => "boolean",
     }
 }
 
@@ -194,6 +219,7 @@ fn article(k: Kind) -> &'static str {
         Kind::Str => "a string",
         Kind::Int => "an integer",
         Kind::Num => "a number",
+        Kind::Bool => "a boolean",
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::background::JobKey;
 use crate::config::{AgentConfig, ConfigDoc, Settings};
 use crate::dispatch::argv;
 use crate::dispatch::cache::{self, Limits};
@@ -17,6 +18,7 @@ use crate::dispatch::prompt::{self, Request};
 use crate::dispatch::run::{Owner, Plan};
 use crate::engine::{CallId, Core, Event, Next, Step};
 use crate::io::{IoRequest, IoResult};
+use crate::jobs::{JobRecord, JobStatus};
 use crate::tools::agents::{error, unknown_agent};
 use crate::tools::args::Args;
 use crate::tools::Tool;
@@ -41,11 +43,19 @@ pub(crate) enum DispatchStep {
     Fanout(Box<Fanout>),
     /// dispatch_dialogue: one turn at a time.
     Dialogue(Box<Dialogue>),
+    /// dispatch with return_ref: the ref's record is being written; then this reply.
+    SavingRef {
+        reply: Value,
+        full: Value,
+        is_error: bool,
+    },
 }
 
 /// One validated item of dispatch_parallel.
 #[derive(Debug, Clone)]
 struct Item {
+    /// With return_ref: the summary length.
+    summary_chars: Option<i64>,
     agent: String,
     task: String,
     context: String,
@@ -57,7 +67,10 @@ struct Item {
 
 #[derive(Debug)]
 pub(crate) struct Fanout {
+    items: Vec<Item>,
     results: Vec<Option<Value>>,
+    /// Refs being written: the job, its item, and the full result to fall back on.
+    saving: Vec<(JobKey, usize, Value)>,
     keys: Vec<Option<String>>,
     pending: usize,
     limits: Option<Limits>,
@@ -130,7 +143,27 @@ impl Core {
                     self.cache
                         .put(key, &result.agent, &result, self.now(), limits);
                 }
-                Next::Done(result.to_json(), !result.success)
+                self.finish_single(id, call, &result, false)
+            }
+            (
+                DispatchStep::SavingRef {
+                    reply,
+                    full,
+                    is_error,
+                },
+                Event::JobSaved { result, .. },
+            ) => match result {
+                Ok(()) => Next::Done(reply, is_error),
+                Err(e) => Next::Done(with_warning(full, &e), is_error),
+            },
+            (DispatchStep::Fanout(mut fanout), Event::JobSaved { key, result }) => {
+                if let Some(i) = fanout.saving.iter().position(|(k, _, _)| *k == key) {
+                    let (_, slot, full) = fanout.saving.remove(i);
+                    if let Err(e) = result {
+                        fanout.results[slot] = Some(with_warning(full, &e));
+                    }
+                }
+                self.fanout_progress(id, *fanout)
             }
             (DispatchStep::Fanout(fanout), Event::RunDone { slot, result }) => {
                 self.fanout_done(id, *fanout, slot, *result)
@@ -164,13 +197,11 @@ impl Core {
         });
         if let Some((key, limits)) = &cache_key {
             if let Some(hit) = self.cache.get(key, self.now(), *limits) {
-                let mut value = hit.to_json();
-                value["cached"] = json!(true);
                 self.log(
                     crate::io::LogLevel::Info,
                     format!("Cache hit for {name} — returning cached result"),
                 );
-                return Next::Done(value, !hit.success);
+                return self.finish_single(id, call, &hit, true);
             }
         }
         let resume = match call.tool {
@@ -179,7 +210,7 @@ impl Core {
             }
             _ => None,
         };
-        let owner = Owner { call: id, slot: 0 };
+        let owner = Owner::Call { call: id, slot: 0 };
         match self.plan_run(
             owner,
             name,
@@ -194,9 +225,81 @@ impl Core {
         }
     }
 
+    /// Answers dispatch, dispatch_session and dispatch_stream; with return_ref (dispatch),
+    /// first stores the result as a ref the caller can fetch later.
+    fn finish_single(
+        &mut self,
+        id: CallId,
+        call: &crate::engine::Call,
+        result: &DispatchResult,
+        cached: bool,
+    ) -> Next {
+        let mut full = result.to_json();
+        if cached {
+            full["cached"] = json!(true);
+        }
+        if call.tool != Tool::Dispatch || !call.args.bool("return_ref") {
+            return Next::Done(full, !result.success);
+        }
+        let (_, reply) = self.save_ref(
+            id,
+            &request_of(&call.args),
+            result,
+            call.args.int("summary_chars"),
+            cached,
+        );
+        wait(DispatchStep::SavingRef {
+            reply,
+            full,
+            is_error: !result.success,
+        })
+    }
+
+    /// Persists a result as a finished job (its id is the ref) and returns the ref payload
+    /// (spec: ref, agent, success, size, summary_chars, summary, then the metadata; no text).
+    fn save_ref(
+        &mut self,
+        id: CallId,
+        r: &Request<'_>,
+        result: &DispatchResult,
+        summary_chars: i64,
+        cached: bool,
+    ) -> (JobKey, Value) {
+        let now = self.unix_now();
+        let job = self.fresh_job_id();
+        let opt = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+        let record = JobRecord {
+            id: job.clone(),
+            agent: result.agent.clone(),
+            task: r.task.to_string(),
+            context: opt(r.context),
+            caller: opt(r.caller),
+            goal: opt(r.goal),
+            status: if result.success {
+                JobStatus::Done
+            } else {
+                JobStatus::Failed
+            },
+            created_at: now,
+            started_at: Some(now),
+            completed_at: Some(now),
+            result: Some(result.to_json()),
+            error: if result.success {
+                None
+            } else {
+                result.error.clone()
+            },
+            progress: None,
+            progress_updated_at: None,
+            extra: Default::default(),
+        };
+        let key = self.own_job(record, Some(id));
+        (key, ref_payload(&job, result, summary_chars, cached))
+    }
+
     /// Checks the recursion guard, builds the prompt and starts the run.
     #[allow(clippy::too_many_arguments)]
-    fn plan_run(
+    pub(crate) fn plan_run(
         &mut self,
         owner: Owner,
         name: &str,
@@ -272,7 +375,9 @@ impl Core {
         );
         let limits = cache_limits(settings);
         let mut fanout = Fanout {
+            items: items.clone(),
             results: vec![None; items.len()],
+            saving: Vec::new(),
             keys: vec![None; items.len()],
             pending: 0,
             limits,
@@ -286,14 +391,12 @@ impl Core {
             if let Some(limits) = limits {
                 let key = cache_key(&item.agent, &request, agent, settings);
                 if let Some(hit) = self.cache.get(&key, self.now(), limits) {
-                    let mut value = hit.to_json();
-                    value["cached"] = json!(true);
-                    fanout.results[slot] = Some(value);
+                    self.fanout_result(id, &mut fanout, slot, &hit, true);
                     continue;
                 }
                 fanout.keys[slot] = Some(key);
             }
-            let owner = Owner { call: id, slot };
+            let owner = Owner::Call { call: id, slot };
             match self.plan_run(
                 owner,
                 &item.agent,
@@ -304,7 +407,7 @@ impl Core {
                 None,
             ) {
                 Ok(()) => fanout.pending += 1,
-                Err(result) => fanout.results[slot] = Some(result.to_json()),
+                Err(result) => self.fanout_result(id, &mut fanout, slot, &result, false),
             }
         }
         self.fanout_progress(id, fanout)
@@ -335,16 +438,40 @@ impl Core {
             self.cache
                 .put(key, &result.agent, &result, self.now(), limits);
         }
-        if let Some(entry) = fanout.results.get_mut(slot) {
-            *entry = Some(result.to_json());
-        }
+        self.fanout_result(id, &mut fanout, slot, &result, false);
         fanout.pending = fanout.pending.saturating_sub(1);
         self.fanout_progress(id, fanout)
     }
 
+    /// Records one item's result: the result object, or a ref payload for return_ref items.
+    fn fanout_result(
+        &mut self,
+        id: CallId,
+        fanout: &mut Fanout,
+        slot: usize,
+        result: &DispatchResult,
+        cached: bool,
+    ) {
+        let mut full = result.to_json();
+        if cached {
+            full["cached"] = json!(true);
+        }
+        let Some(item) = fanout.items.get(slot) else {
+            return;
+        };
+        let Some(chars) = item.summary_chars else {
+            fanout.results[slot] = Some(full);
+            return;
+        };
+        let item = item.clone();
+        let (key, payload) = self.save_ref(id, &item.request(), result, chars, cached);
+        fanout.saving.push((key, slot, full));
+        fanout.results[slot] = Some(payload);
+    }
+
     /// Waits for the items; when all are in, replies or starts the aggregator.
     fn fanout_progress(&mut self, id: CallId, fanout: Fanout) -> Next {
-        if fanout.pending > 0 {
+        if fanout.pending > 0 || !fanout.saving.is_empty() {
             return wait(DispatchStep::Fanout(Box::new(fanout)));
         }
         let individual: Vec<Value> = fanout
@@ -371,7 +498,7 @@ impl Core {
             goal: "aggregate parallel dispatch results",
             response_format: "",
         };
-        let owner = Owner {
+        let owner = Owner::Call {
             call: id,
             slot: usize::MAX,
         };
@@ -449,7 +576,7 @@ impl Core {
             goal: &goal,
             response_format: "",
         };
-        let owner = Owner {
+        let owner = Owner::Call {
             call: id,
             slot: who,
         };
@@ -669,7 +796,21 @@ fn validate_item(i: usize, value: &Value) -> Result<Item, String> {
             ))
         }
     };
+    let summary_chars = match o.get("summary_chars") {
+        None | Some(Value::Null) => 500,
+        Some(Value::Number(n)) => n.as_f64().map(|f| f as i64).unwrap_or(500),
+        Some(Value::String(s)) if s.trim().parse::<f64>().is_ok() => {
+            s.trim().parse::<f64>().map(|f| f as i64).unwrap_or(500)
+        }
+        Some(other) => {
+            return Err(format!(
+                "dispatches[{i}].summary_chars must be a number, got {other}"
+            ))
+        }
+    };
+    let return_ref = o.get("return_ref").is_some_and(truthy);
     Ok(Item {
+        summary_chars: return_ref.then_some(summary_chars),
         agent: agent.to_string(),
         task: task.to_string(),
         context: text("context")?,
@@ -678,6 +819,63 @@ fn validate_item(i: usize, value: &Value) -> Result<Item, String> {
         response_format: text("response_format")?,
         timeout_seconds,
     })
+}
+
+/// Python truthiness of a JSON value (how the Python server read `return_ref`).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// The ref payload of a stored result (spec §6.3), in its field order.
+fn ref_payload(job: &str, result: &DispatchResult, summary_chars: i64, cached: bool) -> Value {
+    let full = result.to_json();
+    let chars = summary_chars.clamp(0, 100_000) as usize;
+    let size = result.result.chars().count();
+    let mut o = serde_json::Map::new();
+    o.insert("ref".into(), json!(job));
+    o.insert("agent".into(), json!(result.agent));
+    o.insert("success".into(), json!(result.success));
+    o.insert("size".into(), json!(size));
+    o.insert("summary_chars".into(), json!(size.min(chars)));
+    o.insert(
+        "summary".into(),
+        json!(crate::engine::truncate_chars(&result.result, chars)),
+    );
+    for key in [
+        "session_id",
+        "cost_usd",
+        "duration_ms",
+        "num_turns",
+        "error",
+        "error_type",
+        "denied_tools",
+        "hint",
+        "parsed_result",
+        "budget_exceeded",
+    ] {
+        if let Some(v) = full.get(key) {
+            o.insert(key.into(), v.clone());
+        }
+    }
+    if cached {
+        o.insert("cached".into(), json!(true));
+    }
+    Value::Object(o)
+}
+
+/// A result whose ref could not be stored: the full result, with a note why.
+fn with_warning(mut full: Value, e: &str) -> Value {
+    full["warning"] = json!(format!(
+        "return_ref: the result could not be stored ({e}); here it is in full"
+    ));
+    full
 }
 
 /// Python's name for a JSON value's type, as the Python server's messages say it.
@@ -697,6 +895,10 @@ fn py_type(v: &Value) -> &'static str {
 fn summary_section(result: &Value) -> String {
     let ok = result["success"].as_bool().unwrap_or(false);
     let agent = result["agent"].as_str().unwrap_or("?");
+    if let (Some(summary), Some(size)) = (result["summary"].as_str(), result["size"].as_u64()) {
+        let status = if ok { "OK" } else { "FAILED" };
+        return format!("## Agent: {agent} [{status}, preview of {size} chars]\n{summary}");
+    }
     let body = [&result["result"], &result["error"]]
         .into_iter()
         .filter_map(Value::as_str)

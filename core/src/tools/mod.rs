@@ -3,13 +3,15 @@
 pub(crate) mod agents;
 pub(crate) mod args;
 mod dispatch;
+mod jobs;
 
 use serde_json::{json, Value};
 
-use args::{opt_int, opt_num, opt_str, req, Param};
+use args::{opt_bool, opt_int, opt_num, opt_str, req, Param};
 
 pub(crate) use agents::AgentStep;
 pub(crate) use dispatch::DispatchStep;
+pub(crate) use jobs::JobStep;
 
 use crate::engine::Step;
 
@@ -26,6 +28,13 @@ pub(crate) enum Tool {
     AddAgent,
     RemoveAgent,
     UpdateAgent,
+    DispatchAsync,
+    DispatchStatus,
+    DispatchWait,
+    DispatchCancel,
+    DispatchJobs,
+    FetchResult,
+    DispatchGc,
     CacheStats,
     CacheClear,
 }
@@ -45,6 +54,13 @@ pub(crate) fn initial_step(tool: Tool) -> Step {
         | Tool::DispatchDialogue
         | Tool::CacheStats
         | Tool::CacheClear => Step::Dispatch(DispatchStep::Start),
+        Tool::DispatchAsync
+        | Tool::DispatchStatus
+        | Tool::DispatchWait
+        | Tool::DispatchCancel
+        | Tool::DispatchJobs
+        | Tool::FetchResult
+        | Tool::DispatchGc => Step::Job(JobStep::Start),
     }
 }
 
@@ -113,6 +129,12 @@ const RUN_TIMEOUT: Param = opt_int(
     "This run only: 10-7200 (0 = agent default)",
 );
 const TARGET: Param = req("agent", "Agent name");
+const JOB: Param = req("job_id", "Job id from dispatch_async");
+const REF: Param = opt_bool(
+    "return_ref",
+    "Return a ref + summary instead of the full text",
+);
+const SUMMARY: Param = opt_int("summary_chars", 500, "Summary length with return_ref");
 
 /// The tool table, in `tools/list` order.
 pub(crate) const TOOLS: &[ToolSpec] = &[
@@ -137,7 +159,7 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
         name: "dispatch",
         title: "Dispatch",
         description: "Run a task in an agent's project and return its answer (cached).",
-        params: &[TARGET, TASK, CONTEXT, CALLER, GOAL, FORMAT, RUN_TIMEOUT],
+        params: &[TARGET, TASK, CONTEXT, CALLER, GOAL, FORMAT, RUN_TIMEOUT, REF, SUMMARY],
         hints: RUN,
     },
     ToolSpec {
@@ -154,7 +176,10 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
         title: "Dispatch in parallel",
         description: "Run several dispatches at once; optionally have an agent synthesize the results.",
         params: &[
-            req("dispatches", "JSON array of {agent, task, context?, caller?, goal?, response_format?, timeout_seconds?}"),
+            req(
+                "dispatches",
+                "JSON array of {agent, task, context?, caller?, goal?, response_format?, timeout_seconds?, return_ref?, summary_chars?}",
+            ),
             opt_str("aggregate", "Agent that synthesizes the results"),
         ],
         hints: RUN,
@@ -234,6 +259,66 @@ pub(crate) const TOOLS: &[ToolSpec] = &[
         hints: EDIT,
     },
     ToolSpec {
+        tool: Tool::DispatchAsync,
+        name: "dispatch_async",
+        title: "Dispatch in the background",
+        description: "Start a dispatch as a background job and return its job_id at once.",
+        params: &[TARGET, TASK, CONTEXT, CALLER, GOAL, FORMAT, RUN_TIMEOUT],
+        hints: RUN,
+    },
+    ToolSpec {
+        tool: Tool::DispatchStatus,
+        name: "dispatch_status",
+        title: "Job status",
+        description: "A job's state, with the live progress tail while it runs. Does not block.",
+        params: &[JOB],
+        hints: READ,
+    },
+    ToolSpec {
+        tool: Tool::DispatchWait,
+        name: "dispatch_wait",
+        title: "Wait for a job",
+        description: "Wait until a job ends, or timeout_seconds pass (then timed_out_waiting).",
+        params: &[JOB, opt_int("timeout_seconds", 60, "1-3600")],
+        hints: READ,
+    },
+    ToolSpec {
+        tool: Tool::DispatchCancel,
+        name: "dispatch_cancel",
+        title: "Cancel a job",
+        description: "Cancel a pending job, or kill a running one this server started.",
+        params: &[JOB],
+        hints: Hints { read_only: false, destructive: true, idempotent: true, open_world: false },
+    },
+    ToolSpec {
+        tool: Tool::DispatchJobs,
+        name: "dispatch_jobs",
+        title: "List jobs",
+        description: "Recent jobs, newest first.",
+        params: &[
+            opt_str("status", "pending, running, done, failed or cancelled"),
+            opt_int("limit", 50, "1-1000"),
+            opt_str("agent", "Only this agent's jobs"),
+        ],
+        hints: READ,
+    },
+    ToolSpec {
+        tool: Tool::FetchResult,
+        name: "fetch_result",
+        title: "Fetch a result",
+        description: "The full result behind a ref (from return_ref or a job).",
+        params: &[req("ref", "Ref or job id"), opt_int("max_chars", 0, "Cut the text here (0 = all)")],
+        hints: READ,
+    },
+    ToolSpec {
+        tool: Tool::DispatchGc,
+        name: "dispatch_gc",
+        title: "Delete old jobs",
+        description: "Delete finished jobs older than max_age_days (never pending or running ones).",
+        params: &[opt_num("max_age_days", 7.0, ""), opt_bool("dry_run", "Only report what would go")],
+        hints: Hints { read_only: false, destructive: true, idempotent: true, open_world: false },
+    },
+    ToolSpec {
         tool: Tool::CacheStats,
         name: "cache_stats",
         title: "Cache statistics",
@@ -287,6 +372,8 @@ FIND AGENTS: list_agents() shows who is available; inspect_agent(name) gives det
 DISPATCH: dispatch(agent, task) runs one task and returns the answer (cached). Always pass caller= (your project) and goal= (why). dispatch_session(agent, task, session_id?) continues a conversation; dispatch_parallel(dispatches, aggregate?) runs several at once; dispatch_stream reports live progress; dispatch_dialogue(requester, responder, topic) lets two agents talk it through.
 
 READING A RESULT: success=false comes with error, error_type and often a hint. A timed-out run returns session_id: continue with dispatch_session(agent, 'Continue where you left off', session_id=...) or pass a larger timeout_seconds. denied_tools lists tools the agent was refused: grant them with update_agent(allowed_tools=...) or permission_mode='bypassPermissions'.
+
+BACKGROUND JOBS (don't block on long tasks): dispatch_async(agent, task) returns a job_id at once; dispatch_status(job_id) shows state and live progress; dispatch_wait(job_id, timeout_seconds?) blocks until it ends; dispatch_cancel(job_id); dispatch_jobs(status?) lists them; fetch_result(ref, max_chars?) loads a full result.
 
 MANAGE AGENTS: add_agent(name, directory) registers a project (description generated when omitted); update_agent(name, ...) changes permissions, timeout, model (\"none\" clears a field); remove_agent(name) unregisters.";
 

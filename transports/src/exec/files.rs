@@ -1,4 +1,5 @@
-//! File work behind `Effect::Io`: the config lock, atomic config writes, directory probes.
+//! File work behind `Effect::Io`: the config lock, atomic config writes, directory probes
+//! (job records are in [`super::jobs`]).
 //!
 //! Everything here blocks; the executor runs it on `smol::unblock`. The functions are public
 //! so the CLI can edit the config under the same lock as the server.
@@ -33,8 +34,12 @@ impl ConfigLocks {
         ConfigLocks::default()
     }
 
-    /// Performs one request (blocking) and returns its answer.
-    pub fn perform(&self, request: IoRequest) -> IoResult {
+    /// Performs one request (blocking) and returns its answer. Job requests work in
+    /// `jobs_dir` (see [`super::jobs`]).
+    pub fn perform(&self, jobs_dir: &Path, request: IoRequest) -> IoResult {
+        if let Some(result) = super::jobs::perform(jobs_dir, &request) {
+            return result;
+        }
         match request {
             IoRequest::ReadConfig { path, lock } => {
                 if lock {
@@ -61,6 +66,11 @@ impl ConfigLocks {
             } => IoResult::Probes {
                 probes: probe_dirs(&dirs, &markers, &read, max_bytes),
             },
+            // Answered by `jobs::perform` above.
+            IoRequest::WriteJob { .. }
+            | IoRequest::ListJobs { .. }
+            | IoRequest::ReadJobs { .. }
+            | IoRequest::DeleteJobs { .. } => unreachable!("job requests are handled above"),
         }
     }
 
