@@ -254,7 +254,8 @@ fn config(report: &mut Report, options: &Options) -> Option<ConfigDoc> {
                 format!("Config not found: {shown}"),
                 vec!["Run: agent-dispatch init".into()],
             );
-            return None;
+            // A missing file is an empty configuration.
+            return Some(ConfigDoc::default());
         }
         Err(e) => {
             report.add(

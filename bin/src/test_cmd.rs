@@ -11,6 +11,7 @@ use agent_dispatch_core::Options;
 use agent_dispatch_transports::local::LocalClient;
 use serde_json::{json, Map, Value};
 
+use crate::init::INSTALL_CLAUDE;
 use crate::registry::{checked, server_error, text, tool_error};
 use crate::ui::{self, note, say, CliError, Outcome};
 
@@ -137,6 +138,12 @@ fn failed(name: &str, agent: &Value, result: &Value, json: bool) -> CliError {
                 format!("  agent-dispatch update {name} --timeout {longer}"),
             ]);
         }
+        Some("not_found") => lines.extend([
+            String::new(),
+            "Diagnosis: the claude CLI was not found".into(),
+            format!("  Install it: {INSTALL_CLAUDE}"),
+            "  Then check the setup: agent-dispatch doctor".into(),
+        ]),
         _ => {}
     }
     CliError::fail(lines.join("\n"))

@@ -92,7 +92,6 @@ fn session_id_of(payload: &Value) -> String {
 // the dispatch tools, through the real CLI
 
 #[test]
-#[ignore = "needs the dispatch engine"]
 fn dispatch_success() {
     let Some(mut h) = Harness::start("dispatch_success", "say-hi.json", &[]) else {
         return;
@@ -111,7 +110,6 @@ fn dispatch_success() {
 }
 
 #[test]
-#[ignore = "needs the dispatch engine"]
 fn dispatch_denied_tool() {
     // Default permission mode: `touch hi.txt` needs approval, which `-p` denies.
     let Some(mut h) = Harness::start("dispatch_denied_tool", "bash-touch.json", &[]) else {
@@ -140,7 +138,6 @@ fn dispatch_denied_tool() {
 }
 
 #[test]
-#[ignore = "needs the dispatch engine"]
 fn dispatch_budget_stop() {
     // The mock reports 1M input tokens; the agent's cap is $0.0001.
     let Some(mut h) = Harness::start(
@@ -159,7 +156,6 @@ fn dispatch_budget_stop() {
 }
 
 #[test]
-#[ignore = "needs the dispatch engine"]
 fn dispatch_session_resume() {
     let Some(mut h) = Harness::start("dispatch_session_resume", "session.json", &[]) else {
         return;
@@ -200,7 +196,6 @@ fn dispatch_session_resume() {
 // a real Claude Code session calling our dispatch tool
 
 #[test]
-#[ignore = "needs the dispatch engine"]
 fn claude_session_dispatches_to_agent() {
     const TEST: &str = "claude_session_dispatches_to_agent";
     const TOOL: &str = "mcp__agent-dispatch__dispatch";
@@ -247,9 +242,7 @@ fn claude_session_dispatches_to_agent() {
         .env("HOME", &home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("PATH", path_with(&claude_path_dir(&scratch, &claude)));
-    for var in SCRUBBED_ENV {
-        cmd.env_remove(var);
-    }
+    scrub_env(&mut cmd);
     cmd.envs(mock.env());
     cmd.arg("-p")
         .arg("OUTER-PROMPT: use the dispatch tool to ask the helper agent for the secret fruit.")
@@ -349,9 +342,7 @@ fn mock_answers_the_real_cli() {
     let sid = "5e551000-0000-4000-8000-0000000000e2";
     let mut cmd = Command::new(&claude);
     cmd.current_dir(scratch.dir("work")).env("HOME", &home);
-    for var in SCRUBBED_ENV {
-        cmd.env_remove(var);
-    }
+    scrub_env(&mut cmd);
     cmd.envs(mock.env())
         .env("IS_SANDBOX", "1")
         .args(["-p", "run echo hi", "--output-format", "stream-json"])
@@ -380,8 +371,11 @@ fn mock_answers_the_real_cli() {
         ["turn:0", "rule:after-tool-result"],
         "{why}"
     );
-    let tool_result = &mock.requests()[1]["last_user"];
-    assert_eq!(tool_result, "hi", "the Bash output went back to the model");
+    let tool_result = mock.requests()[1]["last_user"].clone();
+    assert!(
+        tool_result.as_str().is_some_and(|t| t.contains("hi")),
+        "the Bash output went back to the model: {tool_result}"
+    );
 }
 
 /// Every recorded case in `fixtures/claude/` is complete and scrubbed: stdout is stream-json

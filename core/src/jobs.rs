@@ -610,6 +610,19 @@ mod tests {
             ..full()
         };
         assert_eq!(JobRecord::parse(ID, &r.to_json_pretty()).unwrap(), r);
+        // Times Python wrote keep their exact digits (needs serde_json's `float_roundtrip`:
+        // the default parser can be one ulp off, and 1795500974.2863007 came back as ...301).
+        for t in [
+            "1795500974.2863007",
+            "1795500969.6084313",
+            "1700000000.0000002",
+        ] {
+            let text = format!(
+                r#"{{"id": "{ID}", "agent": "a", "task": "t", "status": "pending", "created_at": {t}}}"#
+            );
+            let r = JobRecord::parse(ID, &text).unwrap();
+            assert_eq!(r.to_value()["created_at"].to_string(), t);
+        }
     }
 
     #[test]
@@ -753,7 +766,8 @@ mod tests {
 
     #[test]
     fn a_record_written_by_the_python_package_parses() {
-        // Written by agent-dispatch 0.5.0's job store (see transports/tests/python_jobs.rs).
+        // Written by agent-dispatch 0.5.0's `JobStore` (create, mark_running, finish); the
+        // full two-way check against 0.5.0 and 0.16.0 is transports/tests/python_jobs.rs.
         let text = PYTHON_RECORD;
         let id = "13c2248bcdaf485798a373c676330504";
         let r = JobRecord::parse(id, text).unwrap();
@@ -765,6 +779,34 @@ mod tests {
         // Same layout byte for byte: Python's pydantic `indent=2`, raw UTF-8, no final newline.
         assert_eq!(r.to_json_pretty(), text);
     }
+
+    #[test]
+    fn a_running_record_with_progress_from_python_0_16_parses() {
+        let id = "27f5552b39f245eaa6f3f5ccec57205c";
+        let r = JobRecord::parse(id, PYTHON_016_RUNNING).unwrap();
+        assert_eq!(r.status, JobStatus::Running);
+        assert_eq!(
+            r.progress.as_deref().unwrap(),
+            ["Using tool: Read", "Checking…"]
+        );
+        assert_eq!(r.summary()["last_progress"], "Checking…");
+        assert_eq!(r.to_json_pretty(), PYTHON_016_RUNNING);
+    }
+
+    const PYTHON_016_RUNNING: &str = r#"{
+  "id": "27f5552b39f245eaa6f3f5ccec57205c",
+  "agent": "backend",
+  "task": "running",
+  "context": "c",
+  "status": "running",
+  "created_at": 1795500749.5222557,
+  "started_at": 1795500749.5226252,
+  "progress": [
+    "Using tool: Read",
+    "Checking…"
+  ],
+  "progress_updated_at": 1795500749.5228488
+}"#;
 
     const PYTHON_RECORD: &str = r#"{
   "id": "13c2248bcdaf485798a373c676330504",

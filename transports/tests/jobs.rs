@@ -120,11 +120,14 @@ fn invalid_ids_are_refused_by_every_op_before_any_fs_access() {
                 err.starts_with("Invalid ref/job_id format:"),
                 "{bad:?}: {err}"
             );
-            let read = jobs::read_jobs(dir, &[bad.clone()]);
+            let read = jobs::read_jobs(dir, std::slice::from_ref(&bad));
             assert_eq!(read.len(), 1);
             assert!(read[0].is_err(), "{bad:?}: {read:?}");
             // One bad id among good ones: nothing is deleted.
-            assert!(jobs::delete_jobs(dir, &[bad.clone()]).is_err(), "{bad:?}");
+            assert!(
+                jobs::delete_jobs(dir, std::slice::from_ref(&bad)).is_err(),
+                "{bad:?}"
+            );
             assert!(
                 jobs::delete_jobs(dir, &[ID.to_owned(), bad.clone()]).is_err(),
                 "{bad:?}"

@@ -131,7 +131,7 @@ pub fn require_claude(test: &str) -> Option<(PathBuf, String)> {
         skip_or_fail(
             test,
             &format!(
-                "the Claude Code CLI `{name}` is not on PATH (npm i -g @anthropic-ai/claude-code)"
+                "the Claude Code CLI `{name}` was not found (CLAUDE_BIN, else claude on PATH; npm i -g @anthropic-ai/claude-code)"
             ),
         );
         return None;
@@ -206,21 +206,22 @@ pub fn path_with(dir: &Path) -> std::ffi::OsString {
     std::env::join_paths(dirs).expect("PATH entries")
 }
 
-/// Variables a test process may inherit from a Claude Code session (or a CI job) it runs in,
-/// which must not leak into the servers and CLIs started here.
-pub const SCRUBBED_ENV: [&str; 11] = [
-    "CLAUDECODE",
-    "CLAUDE_CONFIG_DIR",
-    "CLAUDE_CODE_ENTRYPOINT",
-    "CLAUDE_CODE_SESSION_ID",
-    "CLAUDE_CODE_SSE_PORT",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_AUTH_TOKEN",
-    "ANTHROPIC_BASE_URL",
-    "ANTHROPIC_MODEL",
-    "AGENT_DISPATCH_DEPTH",
-    "AGENT_DISPATCH_CONFIG",
-];
+/// Removes what a test process may inherit from a Claude Code session (or a CI job) it runs
+/// in and which must not leak into the servers and CLIs started here: every `CLAUDE*`,
+/// `ANTHROPIC_*` and `AGENT_DISPATCH_*` variable, and `IS_SANDBOX`.
+pub fn scrub_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let Some(name) = key.to_str() else { continue };
+        if name.starts_with("CLAUDE")
+            || name.starts_with("ANTHROPIC_")
+            || name.starts_with("AGENT_DISPATCH_")
+            || name == "IS_SANDBOX"
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
 
 /// What a `claude` needs to talk to the mock at `port` only, quietly, without retries.
 pub fn mock_env(port: u16) -> Vec<(String, String)> {
@@ -476,12 +477,10 @@ impl McpServer {
         cmd.arg("serve")
             .current_dir(&scratch.path)
             .env("HOME", scratch.dir("home"))
-            .env("XDG_CONFIG_HOME", scratch.join("home/.config"))
-            .env("AGENT_DISPATCH_JOBS_DIR", scratch.join("jobs"));
-        for var in SCRUBBED_ENV {
-            cmd.env_remove(var);
-        }
-        cmd.env("AGENT_DISPATCH_CONFIG", config);
+            .env("XDG_CONFIG_HOME", scratch.join("home/.config"));
+        scrub_env(&mut cmd)
+            .env("AGENT_DISPATCH_JOBS_DIR", scratch.join("jobs"))
+            .env("AGENT_DISPATCH_CONFIG", config);
         for (k, v) in env {
             cmd.env(k, v);
         }
