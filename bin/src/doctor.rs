@@ -8,15 +8,17 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use agent_dispatch_core::config::ConfigDoc;
+use agent_dispatch_core::jobs::{valid_job_id, JobRecord, JobStatus};
 use agent_dispatch_core::Options;
-use agent_dispatch_transports::{files, local};
+use agent_dispatch_transports::{files, jobs, local};
 use serde_json::{json, Value};
 
 use crate::init::{Registration, INSTALL_CLAUDE, REREGISTER, SERVER_NAME};
+use crate::jobs_cmd;
 use crate::paths;
 use crate::registry::text;
 use crate::run::run;
@@ -90,8 +92,12 @@ pub fn doctor(options: Options, json: bool, strict: bool) -> Outcome {
     environment(&mut report);
     let doc = config(&mut report, &options);
     registration(&mut report, &options);
+    // The jobs folder is read before anything starts an in-process server (the agents check
+    // does): a server's start-up recovery would fix stale records before we could see them.
+    let mut jobs = Report::default();
+    jobs_folder(&mut jobs, &options.config_path);
     agents(&mut report, options.clone(), doc.as_ref());
-    jobs_folder(&mut report, &options.config_path);
+    report.checks.append(&mut jobs.checks);
 
     let issues = report.count(Status::Fail);
     let warnings = report.count(Status::Warn);
@@ -551,8 +557,233 @@ fn jobs_folder(report: &mut Report, config_path: &Path) {
                     vec![format!("Fix: chmod 700 {}", quoted(&dir))],
                 );
             }
+            job_records(report, &dir);
         }
     }
+}
+
+/// A running job whose record has not been written for this long has lost its server (a
+/// running job's record is rewritten at least every 5 minutes). The same threshold as a
+/// server's start-up recovery.
+const STALE_RUNNING: Duration = Duration::from_secs(3600);
+/// A pending job this old never got a slot: its server is gone.
+const STALE_PENDING_SECS: f64 = 24.0 * 3600.0;
+/// A temp file younger than this may be a write in progress in another process.
+const TEMP_GRACE: Duration = jobs::STALE_TEMP_AGE;
+
+/// What is in the jobs folder: the records by status, stale running and pending jobs,
+/// records that cannot be read, and temp files left by interrupted writes.
+///
+/// Reads the files directly (no server: a server would recover the stale jobs first).
+fn job_records(report: &mut Report, dir: &Path) {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            report.add(
+                JOBS,
+                Status::Warn,
+                format!("Jobs folder {} cannot be listed: {e}", dir.display()),
+                vec![format!("Fix its permissions: chmod 700 {}", quoted(dir))],
+            );
+            return;
+        }
+    };
+    let now = SystemTime::now();
+    let now_unix = jobs_cmd::now();
+    let mut records: Vec<(String, JobRecord, SystemTime)> = Vec::new();
+    let mut damaged: Vec<(PathBuf, String)> = Vec::new();
+    let mut temps: Vec<PathBuf> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        // Follows a symlinked record, as the server does.
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified = meta.modified().unwrap_or(now);
+        if let Some(id) = name.strip_suffix(".json") {
+            // Other names are not records: every tool ignores them.
+            if !valid_job_id(id) {
+                continue;
+            }
+            match read_record(&path, id, meta.len()) {
+                Ok(record) => records.push((id.to_owned(), record, modified)),
+                Err(why) => damaged.push((path, why)),
+            }
+        } else if is_temp_name(name)
+            && now.duration_since(modified).unwrap_or_default() > TEMP_GRACE
+        {
+            temps.push(path);
+        }
+    }
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    damaged.sort();
+    temps.sort();
+
+    let count = |status: JobStatus| records.iter().filter(|r| r.1.status == status).count();
+    report.add(
+        JOBS,
+        Status::Ok,
+        format!(
+            "Job records: {} ({} running, {} pending)",
+            records.len(),
+            count(JobStatus::Running),
+            count(JobStatus::Pending)
+        ),
+        vec![],
+    );
+
+    let stale_running: Vec<String> = records
+        .iter()
+        .filter(|(_, r, _)| r.status == JobStatus::Running)
+        .filter_map(|(id, r, modified)| {
+            let idle = now.duration_since(*modified).unwrap_or_default();
+            (idle > STALE_RUNNING).then(|| {
+                format!(
+                    "{id}  {}  record last written {}",
+                    r.agent,
+                    jobs_cmd::ago(idle.as_secs_f64())
+                )
+            })
+        })
+        .collect();
+    if !stale_running.is_empty() {
+        let n = stale_running.len();
+        let mut details = stale_running;
+        details.push(format!(
+            "{} lost {} server. Fix: {} marked failed the next time a server starts (every agent-dispatch command starts one, e.g.: agent-dispatch jobs)",
+            pick(n, "It has", "They have"),
+            pick(n, "its", "their"),
+            pick(n, "it is", "they are"),
+        ));
+        report.add(
+            JOBS,
+            Status::Warn,
+            format!(
+                "{} not updated for over an hour",
+                plural(n, "running job", "running jobs")
+            ),
+            details,
+        );
+    }
+
+    let stale_pending: Vec<(String, String)> = records
+        .iter()
+        .filter(|(_, r, _)| r.status == JobStatus::Pending)
+        .filter(|(_, r, _)| now_unix - r.created_at > STALE_PENDING_SECS)
+        .map(|(id, r, _)| {
+            (
+                id.clone(),
+                format!(
+                    "{id}  {}  created {}",
+                    r.agent,
+                    jobs_cmd::ago(now_unix - r.created_at)
+                ),
+            )
+        })
+        .collect();
+    if !stale_pending.is_empty() {
+        let n = stale_pending.len();
+        let first = stale_pending[0].0.clone();
+        let mut details: Vec<String> = stale_pending.into_iter().map(|(_, line)| line).collect();
+        details.push(format!(
+            "Fix: {} marked failed the next time a server starts; or: agent-dispatch cancel {}",
+            pick(n, "it is", "they are"),
+            if n == 1 { first.as_str() } else { "<id>" }
+        ));
+        report.add(
+            JOBS,
+            Status::Warn,
+            format!(
+                "{} waiting for over 24 hours",
+                plural(n, "pending job", "pending jobs")
+            ),
+            details,
+        );
+    }
+
+    if !damaged.is_empty() {
+        let paths: Vec<String> = damaged.iter().map(|(p, _)| quoted(p)).collect();
+        let mut details: Vec<String> = damaged
+            .iter()
+            .map(|(p, why)| format!("{}: {why}", p.display()))
+            .collect();
+        details.push(format!(
+            "Every tool skips {0}. Look at {0}, then delete {0}:",
+            pick(damaged.len(), "it", "them")
+        ));
+        details.push(format!("rm {}", paths.join(" ")));
+        report.add(
+            JOBS,
+            Status::Warn,
+            format!(
+                "{} cannot be read",
+                plural(damaged.len(), "job record", "job records")
+            ),
+            details,
+        );
+    }
+
+    if !temps.is_empty() {
+        let paths: Vec<String> = temps.iter().map(|p| quoted(p)).collect();
+        let mut details: Vec<String> = temps.iter().map(|p| p.display().to_string()).collect();
+        details.push(format!(
+            "Fix: {} removed the next time a server starts; or: rm {}",
+            pick(temps.len(), "it is", "they are"),
+            paths.join(" ")
+        ));
+        report.add(
+            JOBS,
+            Status::Warn,
+            format!(
+                "{} left by interrupted writes",
+                plural(temps.len(), "temp file", "temp files")
+            ),
+            details,
+        );
+    }
+}
+
+/// `one` for a single thing, else `many`.
+fn pick(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// One record file, parsed as the server parses it.
+fn read_record(path: &Path, id: &str, size: u64) -> Result<JobRecord, String> {
+    if size > jobs::MAX_JOB_BYTES {
+        return Err(format!(
+            "{size} bytes, more than the {}-byte limit",
+            jobs::MAX_JOB_BYTES
+        ));
+    }
+    let bytes = fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| "not valid UTF-8".to_owned())?;
+    JobRecord::parse(id, &text)
+}
+
+/// A temp file of a record write: `<id>.tmp` (Python 0.5) or `<id>.<hex>.tmp`.
+fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    // `get`, not `split_at`: byte 32 need not be a character boundary.
+    let (Some(id), Some(tag)) = (rest.get(..32), rest.get(32..)) else {
+        return false;
+    };
+    valid_job_id(id)
+        && (tag.is_empty()
+            || tag
+                .strip_prefix('.')
+                .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())))
 }
 
 /// A path as a shell word, for the fix commands we print.

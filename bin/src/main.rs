@@ -1,13 +1,14 @@
 //! `agent-dispatch`: the command line. Human-facing output lives here; the protocol and
 //! every decision live in `agent-dispatch-core`, the I/O in `agent-dispatch-transports`.
 //!
-//! The registry commands (`add`, `update`, `remove`, `list`, `describe`) and `test` call the
-//! MCP tools on an in-process server (`transports::local`), so the CLI and the server share
-//! one implementation. Results go to stdout, messages to stderr. Exit codes: 0 success,
+//! The registry commands (`add`, `update`, `remove`, `list`, `describe`), the job commands
+//! (`jobs`, `job`, `cancel`, `gc`) and `test` call the MCP tools on an in-process server
+//! (`transports::local`), so the CLI and the server share one implementation. Results go to stdout, messages to stderr. Exit codes: 0 success,
 //! 1 failure, 2 usage error.
 
 mod doctor;
 mod init;
+mod jobs_cmd;
 mod paths;
 mod registry;
 mod run;
@@ -22,7 +23,7 @@ use crate::ui::{note, say, CliError, Outcome};
 /// Delegate work to Claude Code agents in other project directories.
 #[derive(FromArgs, Debug)]
 #[argh(
-    example = "agent-dispatch init\nagent-dispatch add web ~/src/web\nagent-dispatch list\nagent-dispatch test web",
+    example = "agent-dispatch init\nagent-dispatch add web ~/src/web\nagent-dispatch list\nagent-dispatch test web\nagent-dispatch jobs --status running",
     note = "Config: $AGENT_DISPATCH_CONFIG or ~/.config/agent-dispatch/agents.yaml. Exit codes: 0 ok, 1 failure, 2 usage error."
 )]
 struct Cli {
@@ -45,6 +46,10 @@ enum Command {
     Describe(Describe),
     Doctor(Doctor),
     Test(Test),
+    Jobs(Jobs),
+    Job(Job),
+    Cancel(Cancel),
+    Gc(Gc),
 }
 
 /// Run the MCP server over stdio (what Claude Code launches).
@@ -228,6 +233,78 @@ struct Test {
     json: bool,
 }
 
+/// List background jobs (from dispatch_async), newest first.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "jobs",
+    example = "agent-dispatch jobs\nagent-dispatch jobs --status running --agent web\nagent-dispatch jobs --limit 100 --json"
+)]
+struct Jobs {
+    /// only jobs with this status: pending, running, done, failed or cancelled
+    #[argh(option)]
+    status: Option<String>,
+    /// how many to show (default 20)
+    #[argh(option, default = "jobs_cmd::DEFAULT_LIMIT")]
+    limit: i64,
+    /// only this agent's jobs
+    #[argh(option)]
+    agent: Option<String>,
+    /// print dispatch_jobs' answer as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Show one background job: its status, times, error and result (or progress while it runs).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "job")]
+struct Job {
+    /// the job id (32 hex characters, as 'agent-dispatch jobs' shows)
+    #[argh(positional)]
+    id: String,
+    /// print dispatch_status' answer (the job record) as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Cancel a background job that has not finished.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "cancel",
+    note = "A pending job is cancelled. A running job can only be killed by the server that started it (Claude Code's session, through dispatch_cancel): from here it is reported as running in another server (exit 1), as is a job that already finished."
+)]
+struct Cancel {
+    /// the job id
+    #[argh(positional)]
+    id: String,
+    /// print dispatch_cancel's answer as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Delete finished background jobs (done, failed, cancelled); never pending or running ones.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "gc",
+    example = "agent-dispatch gc --dry-run\nagent-dispatch gc --days 1\nagent-dispatch gc --all"
+)]
+struct Gc {
+    /// delete finished jobs older than this many days (default 7; must be > 0)
+    #[argh(option)]
+    days: Option<f64>,
+    /// delete every finished job, whatever its age
+    #[argh(switch)]
+    all: bool,
+    /// only list what would be deleted
+    #[argh(switch)]
+    dry_run: bool,
+    /// print dispatch_gc's answer as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
 fn main() {
     let cli = match parse_args() {
         Ok(cli) => cli,
@@ -338,5 +415,15 @@ fn run_command(command: Command) -> Outcome {
             t.timeout,
             t.json,
         ),
+        Command::Jobs(j) => jobs_cmd::jobs(
+            options,
+            j.status.as_deref(),
+            j.limit,
+            j.agent.as_deref(),
+            j.json,
+        ),
+        Command::Job(j) => jobs_cmd::job(options, &j.id, j.json),
+        Command::Cancel(c) => jobs_cmd::cancel(options, &c.id, c.json),
+        Command::Gc(g) => jobs_cmd::gc(options, g.days, g.all, g.dry_run, g.json),
     }
 }

@@ -19,6 +19,7 @@ pub fn options() -> Options {
         unix_time_at_epoch: 0.0,
         depth: depth(),
         claude_program: claude_program(),
+        idle_exit: None,
     }
 }
 

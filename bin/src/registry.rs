@@ -383,7 +383,7 @@ fn health_label(healthy: &Value, paint: Paint) -> String {
 }
 
 /// One tool call on a fresh in-process server.
-fn call(options: Options, tool: &str, args: Value) -> Result<ToolOutcome, CliError> {
+pub fn call(options: Options, tool: &str, args: Value) -> Result<ToolOutcome, CliError> {
     agent_dispatch_transports::local::call_tool(options, tool, args, None).map_err(server_error)
 }
 

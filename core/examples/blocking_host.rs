@@ -59,16 +59,11 @@ fn main() {
     // JSON-RPC error). EOF means the client is gone and, on stdio, that we should stop: the core
     // cancels the client's calls, stops and reaps its children, and only then emits `Exit`.
     thread::spawn(move || {
+        let client = CLIENT;
         read_lines(io::stdin().lock(), |line| {
-            send(
-                &tx,
-                Input::ClientLine {
-                    client: CLIENT,
-                    line,
-                },
-            )
+            send(&tx, Input::ClientLine { client, line })
         });
-        send(&tx, Input::ClientClosed { client: CLIENT });
+        send(&tx, Input::ClientClosed { client });
         send(&tx, Input::Shutdown);
     });
 
@@ -125,7 +120,7 @@ impl Host {
     fn execute(&mut self, effect: Effect) -> Option<i32> {
         match effect {
             // One JSON-RPC message per line, flushed at once: the client may be waiting for it.
-            Effect::Send { client: _, line } => {
+            Effect::Send { line, .. } => {
                 let mut out = io::stdout().lock();
                 // A failed write means the client is gone; its EOF on stdin follows.
                 let _ = writeln!(out, "{line}").and_then(|()| out.flush());
@@ -140,10 +135,9 @@ impl Host {
             }
             // Logs go to stderr, never to the client: stdout carries protocol lines only.
             Effect::Log { level, message } => {
-                let level = if level == LogLevel::Warn {
-                    "warn"
-                } else {
-                    "info"
+                let level = match level {
+                    LogLevel::Warn => "warn",
+                    LogLevel::Info => "info",
                 };
                 eprintln!("blocking_host: {level}: {}", message.replace('\n', "\\n"));
             }
@@ -155,17 +149,18 @@ impl Host {
     /// Starts a child in a process group of its own, with a thread per pipe and one that
     /// waits for its exit.
     fn spawn(&mut self, proc: ProcId, spec: SpawnSpec) {
+        // Text for stdin goes through a pipe; otherwise a null stdin, never ours (the MCP pipe).
+        let stdin = match spec.stdin {
+            Some(_) => Stdio::piped(),
+            None => Stdio::null(),
+        };
         let mut command = Command::new(&spec.program); // looked up on PATH, never via a shell
         command
             .args(&spec.args)
             .current_dir(&spec.cwd)
             .envs(&spec.env) // on top of our own environment
             .process_group(0) // a fresh group, so `Kill` reaches grandchildren too
-            .stdin(if spec.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = match command.spawn() {
@@ -183,13 +178,8 @@ impl Host {
             }
         };
         // Queued before any reader thread exists, so `Spawned` precedes the child's output.
-        send(
-            &self.tx,
-            Input::Spawned {
-                proc,
-                pid: Some(child.id()),
-            },
-        );
+        let pid = Some(child.id()); // for logs only: the core speaks of `proc`
+        send(&self.tx, Input::Spawned { proc, pid });
         self.children.insert(proc, (child.id(), 3));
         if let (Some(mut stdin), Some(text)) = (child.stdin.take(), spec.stdin) {
             // Its own thread: a child that never reads must not block the loop. Drop closes it.
@@ -223,10 +213,9 @@ impl Host {
         let Some(&(pgid, _)) = self.children.get(&proc) else {
             return;
         };
-        let name = if signal == Signal::Term {
-            "TERM"
-        } else {
-            "KILL"
+        let name = match signal {
+            Signal::Term => "TERM",
+            Signal::Kill => "KILL",
         };
         // std has no killpg(2); a real host calls it through libc or rustix. kill(1) does the
         // same when given a negative pid after `--`. (procps' `kill -TERM -<pgid>` exits 0
@@ -347,6 +336,8 @@ fn options_from_env(wall_clock: SystemTime) -> Options {
         claude_program: var("AGENT_DISPATCH_CLAUDE")
             .and_then(|p| p.into_string().ok())
             .unwrap_or_else(|| "claude".into()),
+        // Anything else (the daemon's idle exit, ...) keeps its default.
+        ..Options::default()
     }
 }
 

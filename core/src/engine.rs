@@ -47,6 +47,9 @@ pub struct Options {
     pub depth: u32,
     /// The `claude` program to run (looked up on `PATH` by the driver).
     pub claude_program: String,
+    /// Exit after this long with no clients, no calls, no children and no running jobs
+    /// (the daemon's optional idle exit). `None`: never.
+    pub idle_exit: Option<Duration>,
 }
 
 impl Default for Options {
@@ -60,6 +63,7 @@ impl Default for Options {
             unix_time_at_epoch: 0.0,
             depth: 0,
             claude_program: "claude".to_string(),
+            idle_exit: None,
         }
     }
 }
@@ -297,6 +301,15 @@ impl Core {
                         TimerKey::Progress(call) => self.flush_progress(CallId(call)),
                         TimerKey::Wait(call) => self.advance_call(CallId(call), Event::Tick),
                         TimerKey::JobWrite(job) => self.job_timer(crate::background::JobKey(job)),
+                        TimerKey::IdleExit => {
+                            if self.is_idle() {
+                                self.log(
+                                    LogLevel::Info,
+                                    "Idle: no clients and no work; exiting".into(),
+                                );
+                                self.phase = Phase::Draining;
+                            }
+                        }
                         other => self.on_run_timer(other),
                     }
                 }
@@ -662,7 +675,30 @@ impl Core {
         if self.phase == Phase::Draining && idle {
             self.phase = Phase::Exited;
             self.effects.push_back(Effect::Exit { code: 0 });
+            return;
         }
+        // The idle clock runs only while nothing at all is going on.
+        match self.options.idle_exit {
+            Some(after) if self.phase == Phase::Serving && self.is_idle() => {
+                if !self.timers.is_set(TimerKey::IdleExit) {
+                    self.timers.set(TimerKey::IdleExit, self.now.plus(after));
+                }
+            }
+            _ => self.timers.cancel(TimerKey::IdleExit),
+        }
+    }
+
+    /// No clients, calls, I/O, children or unfinished jobs.
+    fn is_idle(&self) -> bool {
+        self.clients.is_empty()
+            && self.calls.is_empty()
+            && self.ops.is_empty()
+            && self.run_count() == 0
+            && self
+                .jobs
+                .owned
+                .values()
+                .all(|j| j.record.status.is_terminal())
     }
 }
 

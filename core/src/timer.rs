@@ -23,6 +23,8 @@ pub enum TimerKey {
     Wait(u64),
     /// An owned job's record is due a write (coalesced progress, or the heartbeat).
     JobWrite(u64),
+    /// Nothing has happened for the configured idle time: exit.
+    IdleExit,
 }
 
 /// Deadlines by key; one deadline per key.

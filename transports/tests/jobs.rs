@@ -332,6 +332,8 @@ fn stale_temp_files_are_cleaned_and_fresh_ones_kept() {
     let fresh = format!("{ID}.fedcba9876543210.tmp"); // a writer may be using it right now
     let foreign = "notes.tmp"; // not a record temp: not ours to delete
     let odd = format!("{ID}.not-hex.tmp");
+    let wide = format!("{}.tmp", "é".repeat(20)); // byte 32 is inside a character
+    plant(&wide, true);
     plant(&ours_old, true);
     plant(&python_old, true);
     plant(&legacy_old, true);
@@ -341,7 +343,7 @@ fn stale_temp_files_are_cleaned_and_fresh_ones_kept() {
 
     // Without clean_temps nothing is removed.
     assert_eq!(jobs::list_jobs(dir, false).expect("list").len(), 1);
-    assert_eq!(tree(dir).len(), 8);
+    assert_eq!(tree(dir).len(), 9);
 
     let listed = jobs::list_jobs(dir, true).expect("list");
     assert_eq!(listed.len(), 1);
@@ -351,6 +353,7 @@ fn stale_temp_files_are_cleaned_and_fresh_ones_kept() {
         fresh,
         foreign.to_owned(),
         odd,
+        wide,
     ];
     expected.sort();
     assert_eq!(tree(dir), expected);

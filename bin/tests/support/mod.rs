@@ -479,7 +479,7 @@ impl McpServer {
             .env("HOME", scratch.dir("home"))
             .env("XDG_CONFIG_HOME", scratch.join("home/.config"));
         scrub_env(&mut cmd)
-            .env("AGENT_DISPATCH_JOBS_DIR", scratch.join("jobs"))
+            .env("AGENT_DISPATCH_JOBS_DIR", jobs_dir(scratch))
             .env("AGENT_DISPATCH_CONFIG", config);
         for (k, v) in env {
             cmd.env(k, v);
@@ -524,12 +524,39 @@ impl McpServer {
     }
 
     /// Sends a request and waits (at most `limit`) for the reply with its id; returns the whole
-    /// reply (`result` or `error`).
+    /// reply (`result` or `error`). What arrived before it goes to [`McpServer::other`].
     pub fn request_within(&mut self, method: &str, params: Value, limit: Duration) -> Value {
+        let id = self.send_request(method, params);
+        self.reply_within(id, limit)
+    }
+
+    /// Sends a request without waiting; returns its id (see [`McpServer::lines_until`]).
+    pub fn send_request(&mut self, method: &str, params: Value) -> i64 {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        id
+    }
+
+    /// Sends a notification (a message without an id).
+    pub fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    /// Waits (at most `limit`, else kills the server and panics) for the reply to request `id`;
+    /// what arrived before it goes to [`McpServer::other`].
+    pub fn reply_within(&mut self, id: i64, limit: Duration) -> Value {
+        let mut lines = self.lines_until(id, limit);
+        let reply = lines.pop().expect("lines_until ends with the reply");
+        self.other.extend(lines);
+        reply
+    }
+
+    /// Every message received until the reply to request `id`, in order, the reply last.
+    /// Waits at most `limit`; then kills the server and panics with its log.
+    pub fn lines_until(&mut self, id: i64, limit: Duration) -> Vec<Value> {
         let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -537,22 +564,23 @@ impl McpServer {
                     let message: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
                         panic!("server stdout line is not JSON ({e}): {line:?}")
                     });
-                    if message["id"] == json!(id) && message.get("method").is_none() {
-                        return message;
+                    let is_reply = message["id"] == json!(id) && message.get("method").is_none();
+                    seen.push(message);
+                    if is_reply {
+                        return seen;
                     }
-                    self.other.push(message);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
                     panic!(
-                        "{method} (id {id}): no reply within {limit:?}; server killed\nserver stderr:\n{}",
+                        "request id {id}: no reply within {limit:?}; server killed\nreceived meanwhile: {seen:#?}\nserver stderr:\n{}",
                         self.stderr_so_far()
                     )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     thread::sleep(Duration::from_millis(100));
                     panic!(
-                        "{method} (id {id}): the server closed stdout\nserver stderr:\n{}",
+                        "request id {id}: the server closed stdout\nserver stderr:\n{}",
                         self.stderr_so_far()
                     )
                 }
@@ -590,6 +618,36 @@ impl McpServer {
             Some(result) => result.clone(),
             None => panic!("tools/call {name} was refused: {reply}"),
         }
+    }
+
+    /// `tools/call` of `name` within `limit`; returns the tool's JSON payload (see
+    /// [`tool_payload`]) and its `isError`.
+    pub fn call_within(&mut self, name: &str, arguments: Value, limit: Duration) -> (Value, bool) {
+        let reply = self.request_within(
+            "tools/call",
+            json!({"name": name, "arguments": arguments}),
+            limit,
+        );
+        let result = reply
+            .get("result")
+            .unwrap_or_else(|| panic!("tools/call {name} was refused: {reply}"));
+        (tool_payload(result), result["isError"] == true)
+    }
+
+    /// `tools/call` of `name`; returns the tool's JSON payload (see [`tool_payload`]).
+    pub fn call(&mut self, name: &str, arguments: Value) -> Value {
+        self.call_within(name, arguments, CALL_LIMIT).0
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9` of the server (nothing of it runs any more: no shutdown, no cleanup), reaped.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// What the server wrote on stderr so far (its log).
@@ -632,4 +690,141 @@ pub fn is_uuid(s: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// dispatching to a fake `claude`
+
+/// `fixtures/bin/fake-claude-scenarios`, the fake `claude` (see its docstring for the modes).
+pub fn fake_claude() -> PathBuf {
+    fixtures_dir().join("bin/fake-claude-scenarios")
+}
+
+/// The jobs folder [`McpServer::start`] gives the server (`AGENT_DISPATCH_JOBS_DIR`).
+pub fn jobs_dir(scratch: &Scratch) -> PathBuf {
+    scratch.join("jobs")
+}
+
+/// The environment of a server whose `claude` is `claude` (`AGENT_DISPATCH_CLAUDE`), plus
+/// `vars` (e.g. the `FAKE_CLAUDE_*` settings its children inherit).
+pub fn claude_env(claude: &Path, vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![(
+        "AGENT_DISPATCH_CLAUDE".to_owned(),
+        claude.to_str().expect("utf-8 path").to_owned(),
+    )];
+    env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env
+}
+
+/// Writes `scratch/agents.yaml`: each agent with its directory, a description and its
+/// `extra` lines (so the timeout is the default 300 unless they set one), then `settings`
+/// lines (indented by two spaces, e.g. `"  max_concurrency: 3"`); the cache is always off.
+pub fn write_config(scratch: &Scratch, agents: &[TestAgent<'_>], settings: &[&str]) -> PathBuf {
+    let mut yaml = String::from("agents:\n");
+    for agent in agents {
+        let dir = Value::from(agent.directory.to_str().expect("utf-8 path")).to_string();
+        yaml.push_str(&format!(
+            "  {}:\n    directory: {dir}\n    description: process test agent\n",
+            agent.name
+        ));
+        for line in agent.extra {
+            yaml.push_str(line);
+            yaml.push('\n');
+        }
+    }
+    yaml.push_str("settings:\n  cache:\n    enabled: false\n");
+    for line in settings {
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    let path = scratch.join("agents.yaml");
+    fs::write(&path, yaml).expect("write agents.yaml");
+    path
+}
+
+/// `s` as one single-quoted `sh` word.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Writes the executable script `dir/name`: `#!/bin/sh` and `body`.
+pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}")).expect("write script");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+    path
+}
+
+/// The JSON lines of a file appended to line by line (`FAKE_CLAUDE_LOG`): a missing file is
+/// empty, and a last line still being written is left out.
+pub fn read_json_lines(path: &Path) -> Vec<Value> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l:?}", path.display()))
+        })
+        .collect()
+}
+
+/// Polls `done` every 10 ms for at most `limit`; returns how long it took to become true,
+/// or `None`.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        if done() {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() >= limit {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A process as `/proc/<pid>/stat` shows it: its state letter and process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: u32,
+    pub state: char,
+    pub pgrp: u32,
+}
+
+impl ProcStat {
+    /// Reads `/proc/<pid>/stat`; `None` when there is no such process.
+    pub fn of(pid: u32) -> Option<ProcStat> {
+        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let rest = &text[text.rfind(')')? + 1..];
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let _ppid = fields.next()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        Some(ProcStat { pid, state, pgrp })
+    }
+
+    /// Still running: a zombie (`Z`) or dead (`X`) entry has exited and only awaits reaping.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Whether `pid` is a live process (see [`ProcStat::is_live`]).
+pub fn is_alive(pid: u32) -> bool {
+    ProcStat::of(pid).is_some_and(|p| p.is_live())
+}
+
+/// The live members of process group `pgid`, found by scanning `/proc`.
+pub fn group_members(pgid: u32) -> Vec<ProcStat> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(ProcStat::of)
+        .filter(|p| p.pgrp == pgid && p.is_live())
+        .collect()
 }

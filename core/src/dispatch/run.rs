@@ -254,7 +254,10 @@ impl Core {
                 }
                 self.finish(proc);
             }
-            TimerKey::Progress(_) | TimerKey::Wait(_) | TimerKey::JobWrite(_) => {}
+            TimerKey::Progress(_)
+            | TimerKey::Wait(_)
+            | TimerKey::JobWrite(_)
+            | TimerKey::IdleExit => {}
         }
     }
 

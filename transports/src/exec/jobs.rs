@@ -256,7 +256,10 @@ fn is_temp_name(name: &str) -> bool {
     let Some(rest) = name.strip_suffix(".tmp") else {
         return false;
     };
-    let (id, tag) = rest.split_at(rest.len().min(32));
+    // `get`, not slicing: a name with multi-byte characters must not panic.
+    let (Some(id), Some(tag)) = (rest.get(..32), rest.get(32..)) else {
+        return false;
+    };
     valid_job_id(id) && (tag.is_empty() || tag.strip_prefix('.').is_some_and(is_hex))
 }
 
