@@ -655,7 +655,7 @@ fn job_records(report: &mut Report, dir: &Path) {
         let n = stale_running.len();
         let mut details = stale_running;
         details.push(format!(
-            "{} lost {} server. Fix: {} marked failed the next time a server starts (every agent-dispatch command starts one, e.g.: agent-dispatch jobs)",
+            "{} lost {} server. Fix: {} marked failed the next time a server starts (most agent-dispatch commands start one, e.g.: agent-dispatch jobs)",
             pick(n, "It has", "They have"),
             pick(n, "its", "their"),
             pick(n, "it is", "they are"),

@@ -6,68 +6,31 @@ use std::path::{Path, PathBuf};
 
 use agent_dispatch_core::Options;
 
-/// Builds the core's options from this process's environment.
+/// Builds the core's options from this process's environment (the rules live in
+/// `Options::from_env`, shared with every host of the core).
 pub fn options() -> Options {
-    let home = home();
-    let config_path = config_path(&home);
-    Options {
-        jobs_dir: jobs_dir(&config_path),
-        config_path,
-        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
-        home,
-        seed: fastrand_seed(),
-        unix_time_at_epoch: 0.0,
-        depth: depth(),
-        claude_program: claude_program(),
-        idle_exit: None,
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let (options, warnings) =
+        Options::from_env(|name| std::env::var_os(name), cwd, fastrand_seed(), 0.0);
+    for warning in warnings {
+        eprintln!("agent-dispatch: warning: {warning}");
     }
-}
-
-/// Our own dispatch depth from `AGENT_DISPATCH_DEPTH` (set by a dispatching parent); a
-/// missing or malformed value counts as 0 (top level), with a warning for the latter.
-fn depth() -> u32 {
-    match std::env::var("AGENT_DISPATCH_DEPTH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().unwrap_or_else(|_| {
-            eprintln!(
-                "agent-dispatch: warning: ignoring AGENT_DISPATCH_DEPTH={v:?} (not a number)"
-            );
-            0
-        }),
-        _ => 0,
-    }
+    options
 }
 
 /// Where the `claude` program is: [`claude_program`] looked up on `PATH` (doctor and init use
 /// the same program the dispatches run).
 pub fn claude() -> Option<PathBuf> {
-    which(&claude_program())
+    which(&options().claude_program)
 }
 
-/// The `claude` program: `AGENT_DISPATCH_CLAUDE` (a path or a name on `PATH`) or `claude`.
-fn claude_program() -> String {
-    std::env::var("AGENT_DISPATCH_CLAUDE")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "claude".to_string())
-}
-
-/// `AGENT_DISPATCH_CONFIG` when set and non-empty, else `~/.config/agent-dispatch/agents.yaml`.
-pub fn config_path(home: &Path) -> PathBuf {
-    match std::env::var_os("AGENT_DISPATCH_CONFIG") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => home
-            .join(".config")
-            .join("agent-dispatch")
-            .join("agents.yaml"),
-    }
-}
-
-/// `AGENT_DISPATCH_JOBS_DIR` when set and non-empty, else `jobs` beside the config.
+/// The jobs folder for a config at `config_path` (the rule of `Options::from_env`).
 pub fn jobs_dir(config_path: &Path) -> PathBuf {
-    match std::env::var_os("AGENT_DISPATCH_JOBS_DIR") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => config_path.parent().unwrap_or(Path::new(".")).join("jobs"),
-    }
+    let var = |name: &str| match name {
+        "AGENT_DISPATCH_CONFIG" => Some(config_path.as_os_str().to_owned()),
+        _ => std::env::var_os(name),
+    };
+    Options::from_env(var, PathBuf::new(), 0, 0.0).0.jobs_dir
 }
 
 /// Claude Code's user config, where `claude mcp add --scope user` writes:
@@ -116,13 +79,6 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
     }
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn fastrand_seed() -> u64 {

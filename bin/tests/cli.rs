@@ -435,7 +435,8 @@ fn usage_errors_exit_2_and_help_exits_0() {
         help.stdout
     );
     for command in [
-        "serve", "init", "add", "update", "remove", "list", "describe", "doctor", "test",
+        "serve", "init", "add", "update", "remove", "list", "describe", "doctor", "test", "jobs",
+        "job", "cancel", "gc",
     ] {
         assert!(
             help.stdout.contains(&format!("  {command} ")),
@@ -1078,4 +1079,696 @@ fn test_command_dispatches_through_dispatch_stream() {
         "{}",
         denied.stderr
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// jobs, job, cancel, gc (the job tools on the jobs folder)
+
+/// A job id made of one repeated hex digit.
+fn job_id(digit: char) -> String {
+    std::iter::repeat_n(digit, 32).collect()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// The sandbox's jobs folder (`AGENT_DISPATCH_JOBS_DIR` unset: beside the config), private.
+fn jobs_dir(sb: &Sandbox) -> PathBuf {
+    let dir = sb.path("config/jobs");
+    fs::create_dir_all(&dir).expect("jobs dir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).expect("chmod jobs dir");
+    dir
+}
+
+/// Writes a record as the server would: pretty JSON in `<id>.json`.
+fn write_job(dir: &Path, record: &Value) -> PathBuf {
+    let id = record["id"].as_str().expect("record id");
+    let path = dir.join(format!("{id}.json"));
+    fs::write(
+        &path,
+        serde_json::to_string_pretty(record).expect("record JSON"),
+    )
+    .expect("write record");
+    path
+}
+
+fn read_job(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).expect("read record")).expect("record JSON")
+}
+
+/// Sets a file's modification time `secs` seconds into the past.
+fn age_file(path: &Path, secs: u64) {
+    let file = fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open to set mtime");
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
+        .expect("set mtime");
+}
+
+/// One record of each status, written relative to `now`: pending (1m old), running (5m, with
+/// progress), done (2h, with a result), failed (2d, timed out).
+fn four_jobs(dir: &Path, now: f64) -> [(String, PathBuf); 4] {
+    let pending = json!({
+        "id": job_id('a'), "agent": "docs", "task": "Write the docs", "status": "pending",
+        "created_at": now - 90.0,
+    });
+    let running = json!({
+        "id": job_id('e'), "agent": "web", "task": "Refactor the checkout\nflow",
+        "caller": "shop", "status": "running", "created_at": now - 300.0,
+        "started_at": now - 250.0, "progress": ["Reading files", "Using tool: Read"],
+        "progress_updated_at": now - 10.0,
+    });
+    let done = json!({
+        "id": job_id('d'), "agent": "web", "task": "Fix the login bug", "status": "done",
+        "created_at": now - 7200.0, "started_at": now - 7190.0, "completed_at": now - 7000.0,
+        "result": {"agent": "web", "success": true, "result": "Fixed it.\nAll tests pass.",
+            "session_id": "sess-1", "cost_usd": 0.0123, "duration_ms": 190000, "num_turns": 3},
+    });
+    let failed = json!({
+        "id": job_id('f'), "agent": "backend", "task": "Migrate the database",
+        "status": "failed", "created_at": now - 2.0 * 86_400.0,
+        "started_at": now - 2.0 * 86_400.0 + 1.0, "completed_at": now - 2.0 * 86_400.0 + 61.0,
+        "result": {"agent": "backend", "success": false, "result": "",
+            "error": "Agent 'backend' timed out after 60s.", "error_type": "timeout"},
+        "error": "Agent 'backend' timed out after 60s.",
+    });
+    [pending, running, done, failed].map(|r| {
+        let id = r["id"].as_str().expect("id").to_owned();
+        (id, write_job(dir, &r))
+    })
+}
+
+#[test]
+fn jobs_lists_and_shows_hand_written_records() {
+    let sb = Sandbox::new("jobs");
+    let missing = sb.path("config/jobs");
+
+    // No folder yet: no jobs, and listing creates nothing.
+    assert_eq!(sb.run(&["jobs"]).expect(0).stdout, "No jobs.\n");
+    assert_eq!(sb.run(&["jobs", "--json"]).expect(0).json(), json!([]));
+    assert_eq!(
+        sb.run(&["jobs", "--status", "running"]).expect(0).stdout,
+        "No running jobs.\n"
+    );
+    assert!(!missing.exists(), "listing must not create the jobs folder");
+
+    let dir = jobs_dir(&sb);
+    assert_eq!(sb.run(&["jobs"]).expect(0).stdout, "No jobs.\n");
+    let [(pending, _), (running, _), (done, done_path), (failed, _)] = four_jobs(&dir, unix_now());
+
+    // Newest first; the full id; a running job's last progress line below it.
+    let listed = sb.run(&["jobs"]).expect(0);
+    assert_eq!(
+        listed.stdout,
+        format!(
+            "ID                                STATUS     AGENT    AGE     TASK
+{pending}  pending    docs     1m ago  Write the docs
+{running}  running    web      5m ago  Refactor the checkout flow
+                                  ↳ Using tool: Read
+{done}  done       web      2h ago  Fix the login bug
+{failed}  failed     backend  2d ago  Migrate the database
+"
+        )
+    );
+    assert_eq!(listed.stderr, "");
+
+    let only_running = sb.run(&["jobs", "--status", "running"]).expect(0);
+    assert_eq!(
+        only_running.stdout,
+        format!(
+            "ID                                STATUS     AGENT  AGE     TASK
+{running}  running    web    5m ago  Refactor the checkout flow
+                                  ↳ Using tool: Read
+"
+        )
+    );
+
+    let all = sb.run(&["jobs", "--json"]).expect(0).json();
+    let ids: Vec<&str> = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|j| j["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [&pending, &running, &done, &failed]);
+    assert_eq!(all[1]["last_progress"], "Using tool: Read");
+    assert_eq!(all[2]["success"], true);
+    assert_eq!(all[2]["cost_usd"], 0.0123);
+    assert_eq!(all[3]["error_type"], "timeout");
+    let web = sb
+        .run(&["jobs", "--agent", "web", "--status", "DONE", "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(web.as_array().map(Vec::len), Some(1));
+    assert_eq!(web[0]["id"], done.as_str());
+
+    // --limit; a narrow terminal cuts the task; mistakes are usage errors.
+    let two = sb.run(&["jobs", "--limit", "2"]).expect(0);
+    assert_eq!(two.stdout.lines().count(), 4, "{}", two.stdout);
+    assert_eq!(two.stderr, "(the newest 2 shown; more with --limit N)\n");
+    let mut narrow = sb.command(&["jobs"]);
+    narrow.env("COLUMNS", "70");
+    let narrow = run(narrow, "jobs (COLUMNS=70)").expect(0);
+    assert!(
+        narrow.stdout.contains(&format!(
+            "{running}  running    web      5m ago  Refactor the checko…\n"
+        )),
+        "{}",
+        narrow.stdout
+    );
+    let bogus = sb.run(&["jobs", "--status", "bogus"]).expect(2);
+    assert_eq!(
+        bogus.stderr,
+        "Error: Invalid status: 'bogus'. Use one of: cancelled, done, failed, pending, running or empty.\n"
+    );
+    assert_eq!(bogus.stdout, "");
+    sb.run(&["jobs", "--limit", "0"]).expect(2);
+
+    // job ID: every field, then the result in full, or the progress while it runs.
+    let shown = sb.run(&["job", &done]).expect(0);
+    let lines: Vec<&str> = shown.stdout.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            format!("Job {done}").as_str(),
+            "  status:     done",
+            "  agent:      web",
+            "  task:       Fix the login bug",
+        ]
+    );
+    assert!(
+        iso_line(lines[4], "created") && lines[4].ends_with(" (2h ago)"),
+        "{}",
+        shown.stdout
+    );
+    assert!(iso_line(lines[5], "started"), "{}", shown.stdout);
+    assert!(iso_line(lines[6], "completed"), "{}", shown.stdout);
+    assert_eq!(
+        lines[7..],
+        [
+            "  duration:   3m 10s",
+            "  cost:       $0.0123",
+            "  turns:      3",
+            "  session:    sess-1",
+            "---",
+            "Fixed it.",
+            "All tests pass.",
+        ]
+    );
+    assert_eq!(
+        sb.run(&["job", &done, "--json"]).expect(0).json(),
+        read_job(&done_path)
+    );
+
+    let shown = sb.run(&["job", &running]).expect(0).stdout;
+    assert!(
+        shown.contains(
+            "  status:     running\n  agent:      web\n  task:       Refactor the checkout\n              flow\n  caller:     shop\n"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("  duration:   4m "), "{shown}");
+    assert!(shown.contains(" so far\n"), "{shown}");
+    assert!(!shown.contains("  completed:"), "{shown}");
+    assert!(
+        shown.ends_with("--- progress (newest last)\n  Reading files\n  Using tool: Read\n"),
+        "{shown}"
+    );
+
+    let shown = sb.run(&["job", &failed]).expect(0).stdout;
+    assert!(
+        shown.contains("  duration:   1m 0s\n  error:      Agent 'backend' timed out after 60s.\n  error type: timeout\n"),
+        "{shown}"
+    );
+    assert!(!shown.contains("---"), "{shown}");
+
+    let shown = sb.run(&["job", &pending]).expect(0).stdout;
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 5, "{shown}");
+    assert_eq!(lines[1], "  status:     pending");
+    assert!(
+        iso_line(lines[4], "created") && lines[4].ends_with(" (1m ago)"),
+        "{shown}"
+    );
+
+    let nobody = "0123456789abcdef0123456789abcdef";
+    let lost = sb.run(&["job", nobody]).expect(1);
+    assert_eq!(lost.stderr, format!("Error: Job not found: {nobody}\n"));
+    assert_eq!(lost.stdout, "");
+    let lost = sb.run(&["job", nobody, "--json"]).expect(1);
+    assert_eq!(
+        lost.json(),
+        json!({"error": format!("Job not found: {nobody}")})
+    );
+}
+
+/// `  <label>:` padded, then an ISO 8601 UTC time to the second.
+fn iso_line(line: &str, label: &str) -> bool {
+    let Some(rest) = line.strip_prefix(&format!("  {:<11} ", format!("{label}:"))) else {
+        return false;
+    };
+    let stamp: Vec<char> = rest.chars().take(20).collect();
+    stamp.len() == 20
+        && stamp.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == '-',
+            10 => *c == 'T',
+            13 | 16 => *c == ':',
+            19 => *c == 'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+#[test]
+fn cancel_and_gc_change_the_jobs_folder() {
+    let sb = Sandbox::new("jobs-cancel");
+    let dir = jobs_dir(&sb);
+    let [(pending, pending_path), (running, running_path), (done, done_path), (failed, failed_path)] =
+        four_jobs(&dir, unix_now());
+
+    // A pending job is cancelled in its file.
+    let cancelled = sb.run(&["cancel", &pending]).expect(0);
+    assert_eq!(
+        cancelled.stdout,
+        format!("Cancelled job {pending} (it had not started yet).\n")
+    );
+    let record = read_job(&pending_path);
+    assert_eq!(record["status"], "cancelled");
+    assert_eq!(record["error"], "Cancelled before execution");
+    assert!(record["completed_at"].as_f64().is_some(), "{record}");
+
+    // A finished job stays as it is.
+    let before = fs::read_to_string(&done_path).expect("done record");
+    let finished = sb.run(&["cancel", &done]).expect(1);
+    assert_eq!(
+        finished.stderr,
+        format!("Error: Job {done} already finished (done); nothing to cancel.\n")
+    );
+    assert_eq!(finished.stdout, "");
+    assert_eq!(fs::read_to_string(&done_path).expect("done record"), before);
+    let again = sb.run(&["cancel", &pending]).expect(1);
+    assert!(
+        again.stderr.contains("already finished (cancelled)"),
+        "{}",
+        again.stderr
+    );
+    let json = sb.run(&["cancel", &done, "--json"]).expect(1).json();
+    assert_eq!(
+        json,
+        json!({"job_id": done, "outcome": "already_terminal", "status": "done"})
+    );
+
+    // A running job belongs to the server that started it: not this process.
+    let other = sb.run(&["cancel", &running]).expect(1);
+    assert!(
+        other.stderr.starts_with(&format!(
+            "Error: Job {running} is running in another agent-dispatch server: cannot kill it from here.\n"
+        )),
+        "{}",
+        other.stderr
+    );
+    assert_eq!(read_job(&running_path)["status"], "running");
+    let nobody = "0123456789abcdef0123456789abcdef";
+    let lost = sb.run(&["cancel", nobody]).expect(1);
+    assert_eq!(lost.stderr, format!("Error: Job not found: {nobody}\n"));
+
+    // gc: nothing finished is a week old; --days picks the 2-day-old failure.
+    assert_eq!(
+        sb.run(&["gc", "--dry-run"]).expect(0).stdout,
+        "Nothing to delete: no finished job is older than 7 days.\n"
+    );
+    let dry = sb.run(&["gc", "--days", "1", "--dry-run"]).expect(0);
+    assert_eq!(
+        dry.stdout,
+        format!(
+            "Would delete 1 finished job older than 1 day:
+ID                                STATUS     AGENT    AGE     TASK
+{failed}  failed     backend  2d ago  Migrate the database
+"
+        )
+    );
+    assert_eq!(dry.stderr, "(dry run: nothing was deleted)\n");
+    assert!(failed_path.exists(), "a dry run deletes nothing");
+    let dry = sb
+        .run(&["gc", "--days", "1", "--dry-run", "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(
+        dry,
+        json!({"dry_run": true, "purged": 0, "would_purge": 1, "job_ids": [failed], "max_age_days": 1.0})
+    );
+
+    // Out of range: usage errors, nothing deleted.
+    let zero = sb.run(&["gc", "--days", "0"]).expect(2);
+    assert!(
+        zero.stderr
+            .starts_with("Error: --days must be greater than 0 (got 0)"),
+        "{}",
+        zero.stderr
+    );
+    sb.run(&["gc", "--days", "1", "--all"]).expect(2);
+    sb.run(&["gc", "--days", "soon"]).expect(2);
+    assert!(failed_path.exists());
+
+    // --all: every finished job, whatever its age; never the running one.
+    let all = sb
+        .run(&["gc", "--all", "--dry-run", "--json"])
+        .expect(0)
+        .json();
+    let mut ids: Vec<&str> = all["job_ids"]
+        .as_array()
+        .expect("job_ids")
+        .iter()
+        .map(|i| i.as_str().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    let mut finished = [pending.as_str(), done.as_str(), failed.as_str()];
+    finished.sort_unstable();
+    assert_eq!(ids, finished);
+    assert_eq!(
+        sb.run(&["gc", "--all"]).expect(0).stdout,
+        "Deleted 3 finished jobs.\n"
+    );
+    for path in [&pending_path, &done_path, &failed_path] {
+        assert!(!path.exists(), "{} survived gc --all", path.display());
+    }
+    assert!(running_path.exists(), "gc never deletes a running job");
+    assert_eq!(
+        sb.run(&["gc", "--all"]).expect(0).stdout,
+        "Nothing to delete: there are no finished jobs.\n"
+    );
+    let left = sb.run(&["jobs", "--json"]).expect(0).json();
+    assert_eq!(left.as_array().map(Vec::len), Some(1));
+    assert_eq!(left[0]["id"], running.as_str());
+}
+
+#[test]
+fn crafted_job_ids_are_refused_before_any_file_access() {
+    let sb = Sandbox::new("jobs-ids");
+    let jobs = sb.path("nowhere/jobs");
+    let upper = job_id('A');
+    let short: String = job_id('a').chars().skip(1).collect();
+    let long = format!("{}0", job_id('a'));
+    let newline = format!("{}\n", job_id('a'));
+    for id in [
+        "../x",
+        upper.as_str(),
+        &short,
+        &long,
+        &newline,
+        "",
+        "../../etc/passwd",
+    ] {
+        for args in [
+            vec!["job", id],
+            vec!["job", id, "--json"],
+            vec!["cancel", id],
+        ] {
+            let mut cmd = sb.command(&args);
+            cmd.env("AGENT_DISPATCH_JOBS_DIR", &jobs);
+            let refused = run(cmd, &format!("{args:?}")).expect(2);
+            assert!(
+                refused.stderr.starts_with("Error: Invalid job id "),
+                "{args:?}: {}",
+                refused.stderr
+            );
+            assert_eq!(refused.stdout, "", "{args:?}");
+        }
+    }
+    assert!(
+        !sb.path("nowhere").exists(),
+        "a refused id must not touch the file system"
+    );
+}
+
+#[test]
+fn doctor_warns_about_stale_and_damaged_job_records() {
+    let sb = Sandbox::new("doctor-jobs");
+    healthy_setup(&sb);
+    let dir = jobs_dir(&sb);
+    let shown = dir.display().to_string();
+    let stale = job_id('c');
+    let damaged = dir.join(format!("{}.json", job_id('b')));
+    let temp = dir.join(format!("{}.0123abcd.tmp", job_id('9')));
+    let plant = || {
+        let now = unix_now();
+        let path = write_job(
+            &dir,
+            &json!({
+                "id": stale, "agent": "web", "task": "Refactor", "status": "running",
+                "created_at": now - 3.0 * 3600.0, "started_at": now - 3.0 * 3600.0 + 1.0,
+            }),
+        );
+        age_file(&path, 2 * 3600);
+        fs::write(&damaged, "{\"id\": ").expect("damaged record");
+        fs::write(&temp, "{").expect("temp file");
+        age_file(&temp, 60);
+    };
+
+    plant();
+    let ran = sb.run(&["doctor"]).expect(0);
+    assert!(
+        ran.stdout.contains(&format!(
+            "
+Jobs folder
+  [OK] Jobs folder: {shown} (mode 0700)
+  [OK] Job records: 1 (1 running, 0 pending)
+  [WARN] 1 running job not updated for over an hour
+    {stale}  web  record last written 2h ago
+    It has lost its server. Fix: it is marked failed the next time a server starts (most agent-dispatch commands start one, e.g.: agent-dispatch jobs)
+  [WARN] 1 job record cannot be read
+    {}: not valid JSON: ",
+            damaged.display()
+        )),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains(&format!(
+            "    Every tool skips it. Look at it, then delete it:\n    rm {}\n  [WARN] 1 temp file left by interrupted writes\n    {}\n    Fix: it is removed the next time a server starts; or: rm {}\n",
+            damaged.display(),
+            temp.display(),
+            temp.display()
+        )),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.ends_with("\n0 issues, 3 warnings\n"),
+        "{}",
+        ran.stdout
+    );
+
+    // The doctor's agents check started a server, which may have recovered the records
+    // meanwhile: plant them again for the JSON report.
+    plant();
+    let report = sb.run(&["doctor", "--json"]).expect(0).json();
+    assert_eq!(report["status"], "warn");
+    assert_eq!(report["warnings"], 3);
+    let stale_check = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["message"] == "1 running job not updated for over an hour")
+        .unwrap_or_else(|| panic!("no stale-job check in {report:#}"));
+    assert_eq!(stale_check["section"], "Jobs folder");
+    assert_eq!(stale_check["status"], "warn");
+    assert_eq!(
+        stale_check["details"][0],
+        format!("{stale}  web  record last written 2h ago")
+    );
+    plant();
+    sb.run(&["doctor", "--strict"]).expect(1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// a background job of a real `serve`, seen from another process
+
+/// The scenario fake `claude` (a Python script).
+fn fake_claude_scenarios() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/bin/fake-claude-scenarios")
+        .canonicalize()
+        .expect("fixtures/bin/fake-claude-scenarios")
+}
+
+/// This test process's own `PATH` has `python3`.
+fn python_on_path() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("python3").is_file()))
+}
+
+/// Reads stdout lines of a `serve` until the reply to request `id` (at most 30 s).
+fn reply_to(lines: &std::sync::mpsc::Receiver<String>, id: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no reply to request {id}: {e}"));
+        let message: Value = serde_json::from_str(&line).expect("JSON line");
+        if message["id"] == id && message.get("method").is_none() {
+            return message;
+        }
+    }
+}
+
+#[test]
+fn a_running_async_job_is_seen_but_not_killed_from_another_process() {
+    let test = "a_running_async_job_is_seen_but_not_killed_from_another_process";
+    if !python_on_path() {
+        assert!(!real_clients_required(), "{test}: python3 is not on PATH");
+        return skip(test, "python3 (for the fake claude) is not on PATH");
+    }
+    let sb = Sandbox::new("jobs-e2e");
+    sb.run(&["add", "web", "web", "-d", "The shop"]).expect(0);
+    let pid_file = sb.path("claude.pid");
+    let path = std::env::join_paths(std::iter::once(sb.path("bin")).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .expect("PATH");
+    let mut serve = sb.command(&["serve"]);
+    serve
+        .env("PATH", &path)
+        .env("AGENT_DISPATCH_CLAUDE", fake_claude_scenarios())
+        .env("FAKE_CLAUDE_MODE", "sleep")
+        .env("FAKE_CLAUDE_SECONDS", "30")
+        .env("FAKE_CLAUDE_PID_FILE", &pid_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = serve.spawn().expect("spawn serve");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = reader(child.stderr.take().expect("stderr"));
+    let (tx, lines) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut send = |message: Value| {
+        writeln!(stdin, "{message}").expect("write to serve");
+        stdin.flush().expect("flush");
+    };
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "cli-test", "version": "0"}}}),
+    );
+    reply_to(&lines, 1);
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "dispatch_async", "arguments": {"agent": "web", "task": "Take your time"}}}),
+    );
+    let reply = reply_to(&lines, 2);
+    let text = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("dispatch_async: {reply}"));
+    let started: Value = serde_json::from_str(text).expect("dispatch_async JSON");
+    let id = started["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job_id: {started}"))
+        .to_owned();
+    assert_eq!(started["agent"], "web");
+
+    // The server's record says running once the fake claude has started.
+    let record_path = sb.path(&format!("config/jobs/{id}.json"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(pid_file.exists()
+        && fs::read_to_string(&record_path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|r| r["status"] == "running"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job never ran:\n{:?}",
+            fs::read_to_string(&record_path)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    // Another process (the CLI) lists it and shows it...
+    let listed = sb.run(&["jobs"]).expect(0);
+    let row = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{}", listed.stdout));
+    assert!(
+        row.starts_with(&format!("{id}  running    web    ")),
+        "{row}"
+    );
+    assert!(row.ends_with("  Take your time"), "{row}");
+    let running = sb
+        .run(&["jobs", "--status", "running", "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(running.as_array().map(Vec::len), Some(1), "{running}");
+    assert_eq!(running[0]["id"], id.as_str());
+    assert!(sb
+        .run(&["job", &id])
+        .expect(0)
+        .stdout
+        .contains("  status:     running\n"));
+
+    // ...but cannot kill what another server started.
+    let refused = sb.run(&["cancel", &id]).expect(1);
+    assert!(
+        refused.stderr.starts_with(&format!(
+            "Error: Job {id} is running in another agent-dispatch server: cannot kill it from here.\n"
+        )),
+        "{}",
+        refused.stderr
+    );
+
+    // The end of stdin stops the server: the job it owned ends failed, its claude killed.
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve still running 20 s after the end of its stdin");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().expect("stderr");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let record = read_job(&record_path);
+    assert_eq!(record["status"], "failed", "{record}\n{stderr}");
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("The server shut down while this job was running")),
+        "{record}"
+    );
+    let shown = sb.run(&["job", &id]).expect(0).stdout;
+    assert!(shown.contains("  status:     failed\n"), "{shown}");
+    let pids = fs::read_to_string(&pid_file).expect("pid file");
+    let claude_pid = pids.split_whitespace().next().expect("pid").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Command::new("kill")
+        .args(["-0", &claude_pid])
+        .stderr(Stdio::null())
+        .status()
+        .expect("kill -0")
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the fake claude ({claude_pid}) outlived its server"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
 }

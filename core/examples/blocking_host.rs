@@ -20,17 +20,17 @@ use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Sender};
 use std::thread;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use agent_dispatch_core::jobs::{job_id_error, valid_job_id, JobStatus};
+use agent_dispatch_core::jobs::{self, job_id_error, valid_job_id};
 use agent_dispatch_core::{
     ClientId, Core, DirProbe, DirState, Effect, EntryKind, ExitStatus, Input, IoRequest, IoResult,
-    JobFile, LogLevel, Options, ProcId, Signal, SpawnError, SpawnErrorKind, SpawnSpec, Timestamp,
+    JobFile, Options, ProcId, Signal, SpawnError, SpawnSpec, Timestamp,
 };
 
 /// A stdio server has exactly one client.
@@ -49,7 +49,6 @@ fn main() {
         tx: tx.clone(),
         children: BTreeMap::new(),
         config_locks: BTreeMap::new(),
-        jobs_dir: options.jobs_dir.clone(),
     };
     let mut core = Core::new(options, now());
 
@@ -111,8 +110,6 @@ struct Host {
     children: BTreeMap<ProcId, (u32, u8)>,
     /// Config locks held from `ReadConfig { lock: true }` to `WriteConfig` / `UnlockConfig`.
     config_locks: BTreeMap<PathBuf, File>,
-    /// `Options::jobs_dir`: job requests carry only ids.
-    jobs_dir: PathBuf,
 }
 
 impl Host {
@@ -135,10 +132,6 @@ impl Host {
             }
             // Logs go to stderr, never to the client: stdout carries protocol lines only.
             Effect::Log { level, message } => {
-                let level = match level {
-                    LogLevel::Warn => "warn",
-                    LogLevel::Info => "info",
-                };
                 eprintln!("blocking_host: {level}: {}", message.replace('\n', "\\n"));
             }
             Effect::Exit { code } => return Some(code),
@@ -167,13 +160,11 @@ impl Host {
             Ok(child) => child,
             Err(err) => {
                 // (A missing `cwd` is NotFound too; the smol driver checks it first to say so.)
-                let kind = match err.kind() {
-                    io::ErrorKind::NotFound => SpawnErrorKind::NotFound,
-                    io::ErrorKind::PermissionDenied => SpawnErrorKind::PermissionDenied,
-                    _ => SpawnErrorKind::Other,
-                };
                 let message = format!("cannot start {}: {err}", spec.program);
-                let error = SpawnError { message, kind };
+                let error = SpawnError {
+                    message,
+                    kind: err.kind().into(),
+                };
                 return send(&self.tx, Input::SpawnFailed { proc, error });
             }
         };
@@ -199,10 +190,7 @@ impl Host {
         });
         let tx = self.tx.clone();
         thread::spawn(move || {
-            let status = child.wait().ok().and_then(|s| {
-                (s.code().map(ExitStatus::Code)).or_else(|| s.signal().map(ExitStatus::Signal))
-            });
-            let status = status.unwrap_or(ExitStatus::Code(-1));
+            let status = child.wait().map_or(ExitStatus::Code(-1), ExitStatus::from);
             send(&tx, Input::Exited { proc, status });
         });
     }
@@ -245,7 +233,6 @@ impl Host {
     /// Performs one file request. Requests are coarse: each one gathers every fact a
     /// decision needs, so a tool call makes only a few round trips.
     fn perform(&mut self, request: IoRequest) -> IoResult {
-        let jobs = self.jobs_dir.as_path();
         match request {
             IoRequest::ReadConfig { path, lock } => {
                 // The cross-process lock (`<config>.lock`) keeps a CLI edit and a server edit
@@ -288,18 +275,22 @@ impl Host {
                     .map(|d| probe_dir(d, &markers, &read, max_bytes))
                     .collect(),
             },
-            IoRequest::WriteJob { id, contents } => IoResult::Written {
-                result: write_job(jobs, &id, &contents),
+            IoRequest::WriteJob { dir, id, contents } => IoResult::Written {
+                result: write_job(&dir, &id, &contents),
             },
-            // (The smol driver also removes temp files of interrupted writes on `clean_temps`.)
-            IoRequest::ListJobs { clean_temps: _ } => IoResult::JobList {
-                result: list_jobs(jobs),
+            // (The smol driver also removes temp files of interrupted writes on `clean_temps`,
+            // those `jobs::is_temp_name` recognises.)
+            IoRequest::ListJobs {
+                dir,
+                clean_temps: _,
+            } => IoResult::JobList {
+                result: list_jobs(&dir),
             },
-            IoRequest::ReadJobs { ids } => IoResult::Jobs {
-                records: ids.iter().map(|id| read_job(jobs, id)).collect(),
+            IoRequest::ReadJobs { dir, ids } => IoResult::Jobs {
+                records: ids.iter().map(|id| read_job(&dir, id)).collect(),
             },
-            IoRequest::DeleteJobs { ids } => IoResult::Deleted {
-                result: delete_jobs(jobs, &ids),
+            IoRequest::DeleteJobs { dir, ids } => IoResult::Deleted {
+                result: delete_jobs(&dir, &ids),
             },
         }
     }
@@ -312,33 +303,21 @@ fn send(tx: &Sender<Input>, input: Input) {
 
 /// The facts the core may not look up itself, from the environment and the wall clock.
 fn options_from_env(wall_clock: SystemTime) -> Options {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    let home = PathBuf::from(var("HOME").unwrap_or_else(|| "/".into()));
-    let config_path = var("AGENT_DISPATCH_CONFIG").map_or_else(
-        || home.join(".config/agent-dispatch/agents.yaml"),
-        PathBuf::from,
-    );
-    let jobs_dir = var("AGENT_DISPATCH_JOBS_DIR")
-        .map_or_else(|| config_path.with_file_name("jobs"), PathBuf::from);
     let since_1970 = wall_clock.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Options {
-        config_path,
-        jobs_dir,
-        home,
-        cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
-        // Session and job ids derive from the seed, so it must differ between runs.
-        seed: since_1970.as_nanos() as u64 ^ u64::from(std::process::id()),
-        // Job records carry wall-clock times: this plus the `Timestamp` of the moment.
-        unix_time_at_epoch: since_1970.as_secs_f64(),
-        depth: var("AGENT_DISPATCH_DEPTH")
-            .and_then(|d| d.to_str()?.trim().parse().ok())
-            .unwrap_or(0),
-        claude_program: var("AGENT_DISPATCH_CLAUDE")
-            .and_then(|p| p.into_string().ok())
-            .unwrap_or_else(|| "claude".into()),
-        // Anything else (the daemon's idle exit, ...) keeps its default.
-        ..Options::default()
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    // Session and job ids derive from the seed, so it must differ between runs; job records
+    // carry wall-clock times: the epoch's Unix time plus the `Timestamp` of the moment.
+    let seed = since_1970.as_nanos() as u64 ^ u64::from(std::process::id());
+    let (options, warnings) = Options::from_env(
+        |name| std::env::var_os(name),
+        cwd,
+        seed,
+        since_1970.as_secs_f64(),
+    );
+    for warning in warnings {
+        eprintln!("blocking_host: {warning}");
     }
+    options
 }
 
 // ============================== reading pipes ==============================
@@ -515,10 +494,7 @@ fn write_job(dir: &Path, id: &str, contents: &str) -> Result<(), String> {
     private_parent(&path).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
     let _lock = lock_file(&dir.join(".jobs.lock"));
     let old = read_job(dir, id).ok().flatten();
-    let old = old.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
-    let status = old
-        .as_ref()
-        .and_then(|v| JobStatus::parse(v.get("status")?.as_str()?));
+    let status = old.as_deref().and_then(jobs::record_status);
     if let Some(status) = status.filter(|s| s.is_terminal()) {
         return Err(format!(
             "job {id} is already {status}; a finished job is never overwritten"

@@ -325,7 +325,10 @@ impl Core {
                     })
                     .map_or(0.0, |doc| doc.config.settings.job_retention_days);
                 self.recovery = Some(Recovery::Listing { retention_days });
-                self.push_recovery_io(IoRequest::ListJobs { clean_temps: true });
+                self.push_recovery_io(IoRequest::ListJobs {
+                    dir: self.options.jobs_dir.clone(),
+                    clean_temps: true,
+                });
             }
             (Recovery::Listing { retention_days }, IoResult::JobList { result }) => {
                 let files = result.unwrap_or_else(|e| {
@@ -340,7 +343,10 @@ impl Core {
                     retention_days,
                     files,
                 });
-                self.push_recovery_io(IoRequest::ReadJobs { ids });
+                self.push_recovery_io(IoRequest::ReadJobs {
+                    dir: self.options.jobs_dir.clone(),
+                    ids,
+                });
             }
             (
                 Recovery::Reading {
@@ -390,6 +396,7 @@ impl Core {
                 abandoned += 1;
                 self.index_record(file, Some(&record));
                 self.push_recovery_io(IoRequest::WriteJob {
+                    dir: self.options.jobs_dir.clone(),
                     id: record.id.clone(),
                     contents: record.to_json_pretty(),
                 });
@@ -419,7 +426,10 @@ impl Core {
                     expired.len()
                 ),
             );
-            self.push_recovery_io(IoRequest::DeleteJobs { ids: expired });
+            self.push_recovery_io(IoRequest::DeleteJobs {
+                dir: self.options.jobs_dir.clone(),
+                ids: expired,
+            });
         }
     }
 

@@ -68,6 +68,61 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Builds the options the way the `agent-dispatch` binary does, from environment
+    /// variables looked up through `var` (so the core itself never reads the environment):
+    /// `HOME`; `AGENT_DISPATCH_CONFIG` (else `~/.config/agent-dispatch/agents.yaml`);
+    /// `AGENT_DISPATCH_JOBS_DIR` (else `jobs` beside the config); `AGENT_DISPATCH_DEPTH`
+    /// (missing or malformed: 0); `AGENT_DISPATCH_CLAUDE` (else `claude`). Empty values
+    /// count as unset. Also returns warnings for the host to log (a malformed depth).
+    pub fn from_env(
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
+        cwd: PathBuf,
+        seed: u64,
+        unix_time_at_epoch: f64,
+    ) -> (Options, Vec<String>) {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
+        let home = var("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+        let config_path = var("AGENT_DISPATCH_CONFIG").map_or_else(
+            || {
+                home.join(".config")
+                    .join("agent-dispatch")
+                    .join("agents.yaml")
+            },
+            PathBuf::from,
+        );
+        let jobs_dir = var("AGENT_DISPATCH_JOBS_DIR")
+            .map_or_else(|| config_path.with_file_name("jobs"), PathBuf::from);
+        let mut warnings = Vec::new();
+        let depth =
+            match var("AGENT_DISPATCH_DEPTH").map(|v| v.to_string_lossy().trim().to_string()) {
+                Some(v) => v.parse().unwrap_or_else(|_| {
+                    warnings.push(format!(
+                        "ignoring AGENT_DISPATCH_DEPTH={v:?} (not a number)"
+                    ));
+                    0
+                }),
+                None => 0,
+            };
+        let claude_program = var("AGENT_DISPATCH_CLAUDE").map_or_else(
+            || "claude".to_string(),
+            |p| p.to_string_lossy().into_owned(),
+        );
+        let options = Options {
+            config_path,
+            jobs_dir,
+            home,
+            cwd,
+            seed,
+            unix_time_at_epoch,
+            depth,
+            claude_program,
+            idle_exit: None,
+        };
+        (options, warnings)
+    }
+}
+
 /// Why the core wants to be woken (for logs and replay timelines).
 pub type TimeoutReason = TimerKey;
 
@@ -454,6 +509,7 @@ impl Core {
     /// Writes an owned job's record; the result goes to `job_written`.
     pub(crate) fn push_job_write(&mut self, id: String, contents: String) {
         let request = IoRequest::WriteJob {
+            dir: self.options.jobs_dir.clone(),
             id: id.clone(),
             contents,
         };

@@ -49,6 +49,17 @@ pub enum ExitStatus {
     Signal(i32),
 }
 
+impl From<std::process::ExitStatus> for ExitStatus {
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitStatus::Code(code),
+            (None, Some(signal)) => ExitStatus::Signal(signal),
+            (None, None) => ExitStatus::Code(-1),
+        }
+    }
+}
+
 /// Why a spawn failed, classified so the core can choose `error_type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpawnError {
@@ -70,6 +81,16 @@ pub enum SpawnErrorKind {
     Other,
 }
 
+impl From<std::io::ErrorKind> for SpawnErrorKind {
+    fn from(kind: std::io::ErrorKind) -> Self {
+        match kind {
+            std::io::ErrorKind::NotFound => SpawnErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied => SpawnErrorKind::PermissionDenied,
+            _ => SpawnErrorKind::Other,
+        }
+    }
+}
+
 /// A request from the core. The driver executes effects in order, as they are polled.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -77,9 +98,13 @@ pub enum SpawnErrorKind {
 pub enum Effect {
     /// Write one protocol line (no newline included) to a client.
     Send { client: ClientId, line: String },
-    /// Start a child process; answer with `Spawned` or `SpawnFailed`, then stream its output.
+    /// Start a child process; answer with `Spawned` or `SpawnFailed`, then stream its output
+    /// and report `StdoutClosed`, `StderrClosed` and `Exited` (in any order). After
+    /// `SpawnFailed`, or once all three have been reported, the core never mentions this
+    /// `proc` again except in a `Kill`, which the driver may then ignore.
     Spawn { proc: ProcId, spec: SpawnSpec },
-    /// Send a signal to the child's whole process group.
+    /// Send a signal to the child's whole process group (a descendant holding the pipes
+    /// belongs to it). Ignore it for a `proc` that has already reported everything.
     Kill { proc: ProcId, signal: Signal },
     /// Perform file-system work; answer with `IoDone { op, .. }`.
     Io { op: OpId, request: IoRequest },
@@ -112,6 +137,15 @@ pub enum Signal {
     Term,
     /// Force (SIGKILL).
     Kill,
+}
+
+impl std::fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+        })
+    }
 }
 
 /// Severity of an `Effect::Log` line.
@@ -151,19 +185,24 @@ pub enum IoRequest {
         /// Cap per file read.
         max_bytes: usize,
     },
-    /// Write one job record atomically to `<jobs dir>/<id>.json` (unique temp file, mode
+    /// Write one job record atomically to `<dir>/<id>.json` (unique temp file, mode
     /// 0600, folder 0700, rename). The driver re-validates `id` before building the path and
     /// refuses to replace a record whose status is already terminal (done, failed,
-    /// cancelled): a finished job is never overwritten. Answered with `IoResult::Written`.
-    WriteJob { id: String, contents: String },
+    /// cancelled; see `jobs::record_status`): a finished job is never overwritten. Answered with `IoResult::Written`.
+    WriteJob {
+        dir: PathBuf,
+        id: String,
+        contents: String,
+    },
     /// List the job records: every `<id>.json` with a valid id, with its modification time
-    /// and size. With `clean_temps`, first remove temp files left by interrupted writes.
+    /// and size. With `clean_temps`, first remove temp files left by interrupted writes
+    /// (`jobs::is_temp_name`).
     /// Answered with `IoResult::JobList`.
-    ListJobs { clean_temps: bool },
+    ListJobs { dir: PathBuf, clean_temps: bool },
     /// Read these job records. Answered with `IoResult::Jobs`, in request order.
-    ReadJobs { ids: Vec<String> },
+    ReadJobs { dir: PathBuf, ids: Vec<String> },
     /// Delete these job records. Answered with `IoResult::Deleted`.
-    DeleteJobs { ids: Vec<String> },
+    DeleteJobs { dir: PathBuf, ids: Vec<String> },
 }
 
 /// The answer to an `IoRequest`.

@@ -78,6 +78,28 @@ pub fn valid_job_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// The status a record's text claims, if it names a known one. Deliberately looser than
+/// [`JobRecord::parse`]: a driver protects any JSON object whose `status` is terminal from
+/// being overwritten, even a record it could not fully parse.
+pub fn record_status(text: &str) -> Option<JobStatus> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    JobStatus::parse(value.get("status")?.as_str()?)
+}
+
+/// Whether `name` is the temp file of a record write that may be left by a crash:
+/// `<id>.tmp` (Python 0.5) or `<id>.<hex>.tmp` (Python 0.11+ and us).
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    // `get`, not slicing: a name with multi-byte characters must not panic.
+    let (Some(id), Some(tag)) = (rest.get(..32), rest.get(32..)) else {
+        return false;
+    };
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    valid_job_id(id) && (tag.is_empty() || tag.strip_prefix('.').is_some_and(hex))
+}
+
 /// The error for a malformed job id or ref (spec §6.3).
 pub fn job_id_error(id: &str) -> String {
     format!(

@@ -159,10 +159,6 @@ pub fn log(level: LogLevel, message: &str) {
     if level == LogLevel::Info && !INFO_LOGS.load(Ordering::Relaxed) {
         return;
     }
-    let level = match level {
-        LogLevel::Warn => "warn",
-        LogLevel::Info => "info",
-    };
     let message = message.replace('\n', "\\n");
     let _ = writeln!(
         std::io::stderr().lock(),

@@ -103,7 +103,6 @@ impl LocalClient {
         if options.seed == 0 {
             options.seed = fastrand::u64(1..);
         }
-        driver.executor().set_jobs_dir(options.jobs_dir.clone());
         let core = Core::new(options, Timestamp::ZERO);
         let (lines, replies) = async_channel::unbounded();
         driver.executor().add_client(

@@ -621,7 +621,7 @@ impl Fs {
                     .collect();
                 IoResult::Probes { probes }
             }
-            IoRequest::WriteJob { id, contents } => {
+            IoRequest::WriteJob { id, contents, .. } => {
                 assert!(
                     agent_dispatch_core::jobs::valid_job_id(id),
                     "core asked to write job {id:?}"
@@ -658,14 +658,14 @@ impl Fs {
                     .collect();
                 IoResult::JobList { result: Ok(files) }
             }
-            IoRequest::ReadJobs { ids } => {
+            IoRequest::ReadJobs { ids, .. } => {
                 let records = ids
                     .iter()
                     .map(|id| Ok(self.jobs.get(id).map(|(text, _)| text.clone())))
                     .collect();
                 IoResult::Jobs { records }
             }
-            IoRequest::DeleteJobs { ids } => {
+            IoRequest::DeleteJobs { ids, .. } => {
                 let n = ids
                     .iter()
                     .filter(|id| self.jobs.remove(*id).is_some())
@@ -806,15 +806,15 @@ fn describe_request(request: &IoRequest) -> String {
             )
         }
         IoRequest::UnlockConfig { path } => format!("unlock config {}", path.display()),
-        IoRequest::WriteJob { id, contents } => {
+        IoRequest::WriteJob { id, contents, .. } => {
             format!("write job {id} ({} bytes)", contents.len())
         }
-        IoRequest::ListJobs { clean_temps } => format!(
+        IoRequest::ListJobs { clean_temps, .. } => format!(
             "list jobs{}",
             if *clean_temps { " (clean temps)" } else { "" }
         ),
-        IoRequest::ReadJobs { ids } => format!("read jobs [{}]", ids.join(", ")),
-        IoRequest::DeleteJobs { ids } => format!("delete jobs [{}]", ids.join(", ")),
+        IoRequest::ReadJobs { ids, .. } => format!("read jobs [{}]", ids.join(", ")),
+        IoRequest::DeleteJobs { ids, .. } => format!("delete jobs [{}]", ids.join(", ")),
         IoRequest::ProbeDirs { dirs, read, .. } => {
             let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
             format!("probe {} reading [{}]", dirs.join(", "), read.join(", "))

@@ -45,7 +45,6 @@ where
     if options.seed == 0 {
         options.seed = fastrand::u64(1..);
     }
-    driver.executor().set_jobs_dir(options.jobs_dir.clone());
     let core = Core::new(options, Timestamp::ZERO);
     driver.executor().add_client(CLIENT, writer);
     let inputs = driver.inputs();

@@ -510,10 +510,11 @@ fn the_executor_runs_job_requests_in_the_jobs_folder() {
         }
     };
     let text = record(ID, JobStatus::Pending).to_json_pretty();
-    // No folder set yet: refused, nothing written anywhere.
+    // An empty folder would mean the working directory: refused, nothing written anywhere.
     let IoResult::Written { result: Err(err) } = io(
         &mut exec,
         IoRequest::WriteJob {
+            dir: std::path::PathBuf::new(),
             id: ID.into(),
             contents: text.clone(),
         },
@@ -522,18 +523,22 @@ fn the_executor_runs_job_requests_in_the_jobs_folder() {
     };
     assert!(err.contains("no jobs folder"), "{err}");
 
-    exec.set_jobs_dir(dir.clone());
     let written = io(
         &mut exec,
         IoRequest::WriteJob {
+            dir: dir.clone(),
             id: ID.into(),
             contents: text.clone(),
         },
     );
     assert_eq!(written, IoResult::Written { result: Ok(()) });
-    let IoResult::JobList { result: Ok(files) } =
-        io(&mut exec, IoRequest::ListJobs { clean_temps: true })
-    else {
+    let IoResult::JobList { result: Ok(files) } = io(
+        &mut exec,
+        IoRequest::ListJobs {
+            dir: dir.clone(),
+            clean_temps: true,
+        },
+    ) else {
         panic!("list failed")
     };
     assert_eq!(files.len(), 1);
@@ -545,6 +550,7 @@ fn the_executor_runs_job_requests_in_the_jobs_folder() {
         io(
             &mut exec,
             IoRequest::ReadJobs {
+                dir: dir.clone(),
                 ids: vec![ID.into(), ID2.into(), "../x".into()]
             }
         ),
@@ -560,13 +566,20 @@ fn the_executor_runs_job_requests_in_the_jobs_folder() {
         io(
             &mut exec,
             IoRequest::DeleteJobs {
+                dir: dir.clone(),
                 ids: vec![ID.into(), ID2.into()]
             }
         ),
         IoResult::Deleted { result: Ok(1) }
     );
     assert_eq!(
-        io(&mut exec, IoRequest::ListJobs { clean_temps: false }),
+        io(
+            &mut exec,
+            IoRequest::ListJobs {
+                dir: dir.clone(),
+                clean_temps: false
+            }
+        ),
         IoResult::JobList { result: Ok(vec![]) }
     );
 }

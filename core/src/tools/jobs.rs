@@ -118,6 +118,7 @@ impl Core {
                 self.io(
                     id,
                     IoRequest::ReadJobs {
+                        dir: self.options.jobs_dir.clone(),
                         ids: vec![job.clone()],
                     },
                 );
@@ -198,7 +199,13 @@ impl Core {
                     );
                     return Next::Done(error(&e), true);
                 }
-                self.io(id, IoRequest::ListJobs { clean_temps: false });
+                self.io(
+                    id,
+                    IoRequest::ListJobs {
+                        dir: self.options.jobs_dir.clone(),
+                        clean_temps: false,
+                    },
+                );
                 wait(JobStep::Listing)
             }
             Tool::DispatchGc => {
@@ -209,7 +216,13 @@ impl Core {
                 if !(days * 86_400.0).is_finite() {
                     return Next::Done(error("max_age_days is too large (non-finite)"), true);
                 }
-                self.io(id, IoRequest::ListJobs { clean_temps: false });
+                self.io(
+                    id,
+                    IoRequest::ListJobs {
+                        dir: self.options.jobs_dir.clone(),
+                        clean_temps: false,
+                    },
+                );
                 wait(JobStep::Listing)
             }
             _ => {
@@ -229,6 +242,7 @@ impl Core {
             self.io(
                 id,
                 IoRequest::ReadJobs {
+                    dir: self.options.jobs_dir.clone(),
                     ids: vec![job.clone()],
                 },
             );
@@ -292,6 +306,7 @@ impl Core {
                     self.io(
                         id,
                         IoRequest::WriteJob {
+                            dir: self.options.jobs_dir.clone(),
                             id: job.clone(),
                             contents: record.to_json_pretty(),
                         },
@@ -447,7 +462,13 @@ impl Core {
             return self.answer_listing(id, call);
         }
         let ids = changed.iter().map(|f| f.id.clone()).collect();
-        self.io(id, IoRequest::ReadJobs { ids });
+        self.io(
+            id,
+            IoRequest::ReadJobs {
+                dir: self.options.jobs_dir.clone(),
+                ids,
+            },
+        );
         wait(JobStep::ReadingChanged { files: changed })
     }
 
@@ -501,7 +522,13 @@ impl Core {
         if ids.is_empty() {
             return Next::Done(json!({"purged": 0, "max_age_days": days}), false);
         }
-        self.io(id, IoRequest::DeleteJobs { ids: ids.clone() });
+        self.io(
+            id,
+            IoRequest::DeleteJobs {
+                dir: self.options.jobs_dir.clone(),
+                ids: ids.clone(),
+            },
+        );
         wait(JobStep::Deleting { ids })
     }
 }

@@ -34,10 +34,10 @@ impl ConfigLocks {
         ConfigLocks::default()
     }
 
-    /// Performs one request (blocking) and returns its answer. Job requests work in
-    /// `jobs_dir` (see [`super::jobs`]).
-    pub fn perform(&self, jobs_dir: &Path, request: IoRequest) -> IoResult {
-        if let Some(result) = super::jobs::perform(jobs_dir, &request) {
+    /// Performs one request (blocking) and returns its answer (job requests: see
+    /// [`super::jobs`]).
+    pub fn perform(&self, request: IoRequest) -> IoResult {
+        if let Some(result) = super::jobs::perform(&request) {
             return result;
         }
         match request {

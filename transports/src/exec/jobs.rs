@@ -17,7 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use agent_dispatch_core::jobs::{job_id_error, valid_job_id, JobStatus};
+use agent_dispatch_core::jobs::{is_temp_name, job_id_error, record_status, valid_job_id};
 use agent_dispatch_core::{IoRequest, IoResult, JobFile, LogLevel};
 
 /// How long a write or delete waits for `<jobs dir>/.jobs.lock` before going on without it.
@@ -37,18 +37,18 @@ pub const LOCK_NAME: &str = ".jobs.lock";
 const LOCK_RETRY: Duration = Duration::from_millis(20);
 
 /// Performs one job request (blocking). `None` for a request that is not about jobs.
-pub fn perform(dir: &Path, request: &IoRequest) -> Option<IoResult> {
+pub fn perform(request: &IoRequest) -> Option<IoResult> {
     Some(match request {
-        IoRequest::WriteJob { id, contents } => IoResult::Written {
+        IoRequest::WriteJob { dir, id, contents } => IoResult::Written {
             result: write_job(dir, id, contents),
         },
-        IoRequest::ListJobs { clean_temps } => IoResult::JobList {
+        IoRequest::ListJobs { dir, clean_temps } => IoResult::JobList {
             result: list_jobs(dir, *clean_temps),
         },
-        IoRequest::ReadJobs { ids } => IoResult::Jobs {
+        IoRequest::ReadJobs { dir, ids } => IoResult::Jobs {
             records: read_jobs(dir, ids),
         },
-        IoRequest::DeleteJobs { ids } => IoResult::Deleted {
+        IoRequest::DeleteJobs { dir, ids } => IoResult::Deleted {
             result: delete_jobs(dir, ids),
         },
         _ => return None,
@@ -127,13 +127,6 @@ pub fn write_job(dir: &Path, id: &str, contents: &str) -> Result<(), String> {
     }
     replace(dir, id, &path, contents.as_bytes())
         .map_err(|err| format!("cannot write {}: {err}", path.display()))
-}
-
-/// The status of a record's text, if it has a known one. Deliberately looser than
-/// `JobRecord::parse`: any JSON object whose `status` is terminal is protected.
-fn record_status(text: &str) -> Option<JobStatus> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    JobStatus::parse(value.get("status")?.as_str()?)
 }
 
 /// Creates the jobs folder 0700 (with its missing parents) and tightens it to 0700 when it
@@ -248,23 +241,6 @@ fn create_temp(dir: &Path, id: &str) -> io::Result<(PathBuf, File)> {
             Err(err) => return Err(err),
         }
     }
-}
-
-/// Whether `name` is a temp file of a record write: `<id>.tmp` (Python 0.5),
-/// `<id>.<hex>.tmp` (Python 0.11+ and us).
-fn is_temp_name(name: &str) -> bool {
-    let Some(rest) = name.strip_suffix(".tmp") else {
-        return false;
-    };
-    // `get`, not slicing: a name with multi-byte characters must not panic.
-    let (Some(id), Some(tag)) = (rest.get(..32), rest.get(32..)) else {
-        return false;
-    };
-    valid_job_id(id) && (tag.is_empty() || tag.strip_prefix('.').is_some_and(is_hex))
-}
-
-fn is_hex(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Lists the records: every regular file `<id>.json` with a valid id, sorted by id, with

@@ -6,7 +6,6 @@ pub mod jobs;
 mod process;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +32,6 @@ pub struct Executor {
     clients: BTreeMap<ClientId, ClientWriter>,
     procs: Procs,
     locks: Arc<ConfigLocks>,
-    jobs_dir: Arc<PathBuf>,
     exit_code: Option<i32>,
 }
 
@@ -51,15 +49,8 @@ impl Executor {
             clients: BTreeMap::new(),
             procs: Procs::default(),
             locks: Arc::new(ConfigLocks::new()),
-            jobs_dir: Arc::new(PathBuf::new()),
             exit_code: None,
         }
-    }
-
-    /// Sets the folder of the job records (`Options::jobs_dir`). Until it is set, job
-    /// requests fail with "no jobs folder configured".
-    pub fn set_jobs_dir(&mut self, dir: PathBuf) {
-        self.jobs_dir = Arc::new(dir);
     }
 
     /// Routes `Effect::Send` for `client` to `writer`, one line at a time, in order.
@@ -97,10 +88,9 @@ impl Executor {
             Effect::Kill { proc, signal } => self.procs.kill(proc, signal),
             Effect::Io { op, request } => {
                 let locks = self.locks.clone();
-                let jobs_dir = self.jobs_dir.clone();
                 let inputs = self.inputs.clone();
                 smol::spawn(async move {
-                    let result = smol::unblock(move || locks.perform(&jobs_dir, request)).await;
+                    let result = smol::unblock(move || locks.perform(request)).await;
                     let _ = inputs.send(Input::IoDone { op, result }).await;
                 })
                 .detach();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -245,11 +245,7 @@ fn executable(path: &Path) -> Found {
 }
 
 fn classify(err: &io::Error) -> SpawnErrorKind {
-    match err.kind() {
-        io::ErrorKind::NotFound => SpawnErrorKind::NotFound,
-        io::ErrorKind::PermissionDenied => SpawnErrorKind::PermissionDenied,
-        _ => SpawnErrorKind::Other,
-    }
+    err.kind().into()
 }
 
 /// Makes the kernel SIGKILL the child when we die, even by `kill -9`, so no `claude` outlives
@@ -353,11 +349,7 @@ async fn wait(
     state: Arc<ProcState>,
 ) {
     let status = match child.status().await {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => ExitStatus::Code(code),
-            (None, Some(signal)) => ExitStatus::Signal(signal),
-            (None, None) => ExitStatus::Code(-1),
-        },
+        Ok(status) => status.into(),
         Err(err) => {
             crate::log(
                 LogLevel::Warn,
