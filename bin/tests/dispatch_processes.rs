@@ -124,7 +124,10 @@ fn timeout_kills_the_group(test: &str, agent_extra: &[&str], args: Value, ignore
     let pid_file = scratch.join("pids");
     let mut vars = vec![
         ("FAKE_CLAUDE_MODE", "grandchild"),
-        ("FAKE_CLAUDE_PID_FILE", pid_file.to_str().expect("utf-8 path")),
+        (
+            "FAKE_CLAUDE_PID_FILE",
+            pid_file.to_str().expect("utf-8 path"),
+        ),
     ];
     if ignore_term {
         vars.push(("FAKE_CLAUDE_IGNORE_TERM", "1"));
@@ -187,7 +190,10 @@ fn timeout_kills_the_group(test: &str, agent_extra: &[&str], args: Value, ignore
     );
     // TERM at 10 s; when it is ignored, KILL after the 2 s grace.
     let min = Duration::from_millis(if ignore_term { 11_900 } else { 9_900 });
-    assert!(took >= min, "answered after {took:?}, before {min:?}: {why}");
+    assert!(
+        took >= min,
+        "answered after {took:?}, before {min:?}: {why}"
+    );
     assert!(
         took < Duration::from_secs(14),
         "answered after {took:?}: {why}"
@@ -199,7 +205,11 @@ fn timeout_kills_the_group(test: &str, agent_extra: &[&str], args: Value, ignore
         "process group {pgid} survived the timeout: {:?}",
         group_members(pgid)
     );
-    report(test, "group gone after the answer within", gone.unwrap_or_default());
+    report(
+        test,
+        "group gone after the answer within",
+        gone.unwrap_or_default(),
+    );
 }
 
 #[test]
@@ -237,7 +247,10 @@ fn grandchild_holding_the_pipes_after_the_result() {
     let vars = [
         ("FAKE_CLAUDE_MODE", "grandchild"),
         ("FAKE_CLAUDE_PARENT_EXIT", "1"),
-        ("FAKE_CLAUDE_PID_FILE", pid_file.to_str().expect("utf-8 path")),
+        (
+            "FAKE_CLAUDE_PID_FILE",
+            pid_file.to_str().expect("utf-8 path"),
+        ),
     ];
     let mut server = serve(&scratch, &fake_claude(), &[], &[], &vars);
     let started = Instant::now();
@@ -319,7 +332,10 @@ fn limiter_caps_concurrent_children() {
     assert_eq!(results.len(), 12, "{why}");
     for result in results {
         assert_eq!(result["success"], true, "{result:#}");
-        assert_eq!(result["result"], "fake success after sleeping", "{result:#}");
+        assert_eq!(
+            result["result"], "fake success after sleeping",
+            "{result:#}"
+        );
     }
 
     let text = fs::read_to_string(&events).expect("read the wrapper's log");
@@ -328,9 +344,7 @@ fn limiter_caps_concurrent_children() {
         .map(|line| {
             let parts: Vec<&str> = line.split_whitespace().collect();
             assert_eq!(parts.len(), 3, "log line {line:?}");
-            let at: u128 = parts[2]
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}: {line:?}"));
+            let at: u128 = parts[2].parse().unwrap_or_else(|e| panic!("{e}: {line:?}"));
             match parts[0] {
                 "start" => (at, 1),
                 "end" => (at, -1),
@@ -415,7 +429,10 @@ fn big_task_arrives_on_stdin_intact() {
         return;
     };
     // The fake reads stdin until EOF (or this many seconds).
-    let vars = [("FAKE_CLAUDE_MODE", "echo"), ("FAKE_CLAUDE_STDIN_WAIT", "30")];
+    let vars = [
+        ("FAKE_CLAUDE_MODE", "echo"),
+        ("FAKE_CLAUDE_STDIN_WAIT", "30"),
+    ];
     let mut server = serve(&scratch, &fake_claude(), &[], &[], &vars);
 
     let task = varied_text(1 << 20);
@@ -520,7 +537,10 @@ fn garbage_before_the_result() {
     );
     assert!(!is_error, "{payload:#}");
     assert_eq!(payload["success"], true, "{payload:#}");
-    assert_eq!(payload["result"], "fake success after garbage", "{payload:#}");
+    assert_eq!(
+        payload["result"], "fake success after garbage",
+        "{payload:#}"
+    );
     assert!(payload.get("error_type").is_none(), "{payload:#}");
     assert_eq!(payload["num_turns"], 1, "{payload:#}");
     session_id_of(&payload);
@@ -659,12 +679,13 @@ fn cancelled_request_kills_its_child() {
             fake = sh_quote(fake_claude().to_str().expect("utf-8 path")),
         ),
     );
-    let vars = [("FAKE_CLAUDE_MODE", "sleep"), ("FAKE_CLAUDE_SECONDS", "0.3")];
+    let vars = [
+        ("FAKE_CLAUDE_MODE", "sleep"),
+        ("FAKE_CLAUDE_SECONDS", "0.3"),
+    ];
     let mut server = serve(&scratch, &wrapper, &[], &["  max_concurrency: 1"], &vars);
     let log = fake_log(&scratch);
-    let call = |task: &str| {
-        json!({"name": "dispatch_session", "arguments": {"agent": AGENT, "task": task}})
-    };
+    let call = |task: &str| json!({"name": "dispatch_session", "arguments": {"agent": AGENT, "task": task}});
 
     let slow = server.send_request("tools/call", call("a SLOW task"));
     assert!(
@@ -689,13 +710,20 @@ fn cancelled_request_kills_its_child() {
         "the cancelled run's child {pid} still runs 2 s later: {:?}",
         ProcStat::of(pid)
     );
-    report(TEST, "child gone after the cancel within", gone.unwrap_or_default());
+    report(
+        TEST,
+        "child gone after the cancel within",
+        gone.unwrap_or_default(),
+    );
 
     let lines = server.lines_until(quick, Duration::from_secs(20));
     let reply = lines.last().expect("the reply");
     let payload = tool_payload(&reply["result"]);
     assert_eq!(payload["success"], true, "{payload:#}");
-    assert_eq!(payload["result"], "fake success after sleeping", "{payload:#}");
+    assert_eq!(
+        payload["result"], "fake success after sleeping",
+        "{payload:#}"
+    );
     let runs = read_json_lines(&log);
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(arg_after(&runs[1]["argv"], "-p"), Some("a quick task"));
@@ -745,7 +773,10 @@ fn stream_sends_progress_before_the_result() {
         .filter(|m| m["method"] == "notifications/progress")
         .map(|m| &m["params"])
         .collect();
-    assert!(!progress.is_empty(), "progress before the result: {lines:#?}");
+    assert!(
+        !progress.is_empty(),
+        "progress before the result: {lines:#?}"
+    );
     for p in &progress {
         assert_eq!(p["progressToken"], "tok-9", "{p}");
     }
@@ -823,12 +854,19 @@ fn jobs_survive_kill_9_of_the_server() {
     assert!(
         running.is_some(),
         "three running records and children: {:?}\nserver stderr:\n{}",
-        ids.iter().map(|id| job_record(&jobs, id)).collect::<Vec<_>>(),
+        ids.iter()
+            .map(|id| job_record(&jobs, id))
+            .collect::<Vec<_>>(),
         server.stderr_so_far()
     );
     let pids: Vec<u32> = read_json_lines(&log)
         .iter()
-        .map(|r| r["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).expect("pid"))
+        .map(|r| {
+            r["pid"]
+                .as_u64()
+                .and_then(|p| u32::try_from(p).ok())
+                .expect("pid")
+        })
         .collect();
     assert!(pids.iter().all(|p| is_alive(*p)), "{pids:?}");
 
@@ -849,13 +887,19 @@ fn jobs_survive_kill_9_of_the_server() {
         }
     }
     assert_eq!(records, 3);
-    let gone = wait_until(Duration::from_secs(5), || pids.iter().all(|p| !is_alive(*p)));
+    let gone = wait_until(Duration::from_secs(5), || {
+        pids.iter().all(|p| !is_alive(*p))
+    });
     assert!(
         gone.is_some(),
         "the children outlived the server by 5 s: {:?}",
         pids.iter().map(|p| ProcStat::of(*p)).collect::<Vec<_>>()
     );
-    report(TEST, "children gone after kill -9 within", gone.unwrap_or_default());
+    report(
+        TEST,
+        "children gone after kill -9 within",
+        gone.unwrap_or_default(),
+    );
 
     // An interrupted write's temp file, and one record not written for 2 h.
     let stale_temp = jobs.join(format!("{}.00000000deadbeef.tmp", ids[0]));
@@ -899,7 +943,11 @@ fn jobs_survive_kill_9_of_the_server() {
         assert_eq!(record["status"], "running", "{record:#}");
     }
     let cleaned = wait_until(Duration::from_secs(5), || temp_files(&jobs).is_empty());
-    assert!(cleaned.is_some(), "temp files left: {:?}", temp_files(&jobs));
+    assert!(
+        cleaned.is_some(),
+        "temp files left: {:?}",
+        temp_files(&jobs)
+    );
 }
 
 /// dispatch_async → dispatch_status (running, with the agent's progress) → dispatch_wait
@@ -950,7 +998,11 @@ fn job_happy_path() {
     });
     assert!(seen.is_some(), "{status:#}");
     assert_eq!(status["status"], "running", "{status:#}");
-    assert_eq!(status["progress"], json!(["[helper] warming up"]), "{status:#}");
+    assert_eq!(
+        status["progress"],
+        json!(["[helper] warming up"]),
+        "{status:#}"
+    );
     assert_eq!(status["id"], id.as_str());
 
     let waited_at = Instant::now();

@@ -162,6 +162,27 @@ const KNOWN_FIELDS: [&str; 14] = [
 ];
 
 impl JobRecord {
+    /// A new `pending` record created at `created_at` (Unix seconds), nothing else set.
+    pub fn new(id: String, agent: String, task: String, created_at: f64) -> JobRecord {
+        JobRecord {
+            id,
+            agent,
+            task,
+            context: None,
+            caller: None,
+            goal: None,
+            status: JobStatus::Pending,
+            created_at,
+            started_at: None,
+            completed_at: None,
+            result: None,
+            error: None,
+            progress: None,
+            progress_updated_at: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+
     /// Parses a record read from `<expected_id>.json`.
     ///
     /// `Err` (with the reason) when the text is not a JSON object; `id` is missing, invalid or

@@ -583,8 +583,9 @@ fn count(value: Option<&Value>) -> Option<u64> {
     (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then(|| f.trunc() as u64)
 }
 
-/// Python truthiness of a JSON value.
-fn truthy(value: &Value) -> bool {
+/// Python truthiness of a JSON value (how the Python server read flags like `is_error`
+/// and `return_ref`).
+pub(crate) fn truthy(value: &Value) -> bool {
     match value {
         Value::Null => false,
         Value::Bool(b) => *b,

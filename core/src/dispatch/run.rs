@@ -142,10 +142,19 @@ impl Core {
     /// The owner gave up (cancelled request, closed client, shutdown): stop its runs and
     /// deliver nothing.
     pub(crate) fn cancel_runs(&mut self, call: CallId) {
+        self.cancel_runs_of(|owner| matches!(owner, Owner::Call { call: c, .. } if c == call));
+    }
+
+    /// Stops the run of a background job (cancelled): no result is delivered.
+    pub(crate) fn cancel_job_run(&mut self, job: JobKey) {
+        self.cancel_runs_of(|owner| owner == Owner::Job(job));
+    }
+
+    fn cancel_runs_of(&mut self, owned_by: impl Fn(Owner) -> bool) {
         let procs: Vec<ProcId> = self
             .runs
             .iter()
-            .filter(|(_, r)| matches!(r.owner, Owner::Call { call: c, .. } if c == call))
+            .filter(|(_, r)| owned_by(r.owner))
             .map(|(p, _)| *p)
             .collect();
         for proc in procs {
@@ -431,23 +440,6 @@ impl Core {
                 );
             }
             Owner::Job(job) => self.job_finished(job, result),
-        }
-    }
-
-    /// Stops the run of a background job (cancelled): no result is delivered.
-    pub(crate) fn cancel_job_run(&mut self, job: JobKey) {
-        let procs: Vec<ProcId> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| r.owner == Owner::Job(job))
-            .map(|(p, _)| *p)
-            .collect();
-        for proc in procs {
-            if let Some(run) = self.runs.get_mut(&proc) {
-                run.cancelled = true;
-                run.delivered = true;
-            }
-            self.stop(proc);
         }
     }
 }

@@ -269,9 +269,6 @@ impl Core {
         let job = self.fresh_job_id();
         let opt = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
         let record = JobRecord {
-            id: job.clone(),
-            agent: result.agent.clone(),
-            task: r.task.to_string(),
             context: opt(r.context),
             caller: opt(r.caller),
             goal: opt(r.goal),
@@ -280,7 +277,6 @@ impl Core {
             } else {
                 JobStatus::Failed
             },
-            created_at: now,
             started_at: Some(now),
             completed_at: Some(now),
             result: Some(result.to_json()),
@@ -289,9 +285,7 @@ impl Core {
             } else {
                 result.error.clone()
             },
-            progress: None,
-            progress_updated_at: None,
-            extra: Default::default(),
+            ..JobRecord::new(job.clone(), result.agent.clone(), r.task.to_string(), now)
         };
         let key = self.own_job(record, Some(id));
         (key, ref_payload(&job, result, summary_chars, cached))
@@ -808,7 +802,7 @@ fn validate_item(i: usize, value: &Value) -> Result<Item, String> {
             ))
         }
     };
-    let return_ref = o.get("return_ref").is_some_and(truthy);
+    let return_ref = o.get("return_ref").is_some_and(outcome::truthy);
     Ok(Item {
         summary_chars: return_ref.then_some(summary_chars),
         agent: agent.to_string(),
@@ -819,18 +813,6 @@ fn validate_item(i: usize, value: &Value) -> Result<Item, String> {
         response_format: text("response_format")?,
         timeout_seconds,
     })
-}
-
-/// Python truthiness of a JSON value (how the Python server read `return_ref`).
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
 }
 
 /// The ref payload of a stored result (spec §6.3), in its field order.

@@ -362,21 +362,15 @@ impl Core {
         let opt = |k: &str| Some(args.str(k).to_string()).filter(|s| !s.is_empty());
         let job = self.fresh_job_id();
         let record = JobRecord {
-            id: job.clone(),
-            agent: name.to_string(),
-            task: args.str("task").to_string(),
             context: opt("context"),
             caller: opt("caller"),
             goal: opt("goal"),
-            status: JobStatus::Pending,
-            created_at: self.unix_now(),
-            started_at: None,
-            completed_at: None,
-            result: None,
-            error: None,
-            progress: None,
-            progress_updated_at: None,
-            extra: Default::default(),
+            ..JobRecord::new(
+                job.clone(),
+                name.to_string(),
+                args.str("task").to_string(),
+                self.unix_now(),
+            )
         };
         let key = self.own_job(record, Some(id));
         let plan = AsyncPlan {

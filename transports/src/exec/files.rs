@@ -177,7 +177,20 @@ fn replace_file(target: &Path, contents: &[u8]) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     // Best effort: the folder may belong to someone else (the file's own mode still protects it).
     let _ = fs::set_permissions(dir, Permissions::from_mode(0o700));
-    let (tmp, mut file) = create_temp(dir, name)?;
+    replace_atomically(dir, name, target, contents)
+}
+
+/// The one atomic write of config and job files: `contents` go to a fresh
+/// `<stem>.<16 random hex>.tmp` (0600) in `dir`, are synced, and the temp file is renamed
+/// over `target`; then the folder is synced. On any failure the temp file is removed and
+/// `target` is untouched.
+pub(super) fn replace_atomically(
+    dir: &Path,
+    stem: &std::ffi::OsStr,
+    target: &Path,
+    contents: &[u8],
+) -> io::Result<()> {
+    let (tmp, mut file) = create_temp(dir, stem)?;
     let written = file
         .write_all(contents)
         .and_then(|()| file.sync_all())
@@ -196,11 +209,11 @@ fn replace_file(target: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates `<name>.<random hex>.tmp` in `dir`, mode 0600, failing rather than reusing a file.
-fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
+/// Creates `<stem>.<random hex>.tmp` in `dir`, mode 0600, failing rather than reusing a file.
+fn create_temp(dir: &Path, stem: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
     let mut attempts = 0;
     loop {
-        let mut tmp_name = OsString::from(name);
+        let mut tmp_name = OsString::from(stem);
         tmp_name.push(format!(".{:016x}.tmp", fastrand::u64(..)));
         let tmp = dir.join(tmp_name);
         match OpenOptions::new()

@@ -12,7 +12,7 @@
 //! so the CLI (`agent-dispatch jobs`, `gc`) and tests can use the same code.
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions, TryLockError};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -125,7 +125,7 @@ pub fn write_job(dir: &Path, id: &str, contents: &str) -> Result<(), String> {
             ),
         ),
     }
-    replace(dir, id, &path, contents.as_bytes())
+    super::files::replace_atomically(dir, std::ffi::OsStr::new(id), &path, contents.as_bytes())
         .map_err(|err| format!("cannot write {}: {err}", path.display()))
 }
 
@@ -199,46 +199,6 @@ fn lock_jobs(dir: &Path) -> Option<File> {
                 );
                 return None;
             }
-        }
-    }
-}
-
-/// Writes `contents` to a fresh `<id>.<16 hex>.tmp` (0600), syncs it, renames it over
-/// `target` and syncs the folder. The temp file is removed on any failure.
-fn replace(dir: &Path, id: &str, target: &Path, contents: &[u8]) -> io::Result<()> {
-    let (tmp, mut file) = create_temp(dir, id)?;
-    let written = file
-        .write_all(contents)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            drop(file);
-            fs::rename(&tmp, target)
-        });
-    if let Err(err) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(err);
-    }
-    // Make the rename durable; a failure here does not undo the write.
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
-}
-
-/// Creates `<id>.<16 random hex>.tmp` in `dir`, mode 0600, never reusing an existing file.
-fn create_temp(dir: &Path, id: &str) -> io::Result<(PathBuf, File)> {
-    let mut attempts = 0;
-    loop {
-        let tmp = dir.join(format!("{id}.{:016x}.tmp", fastrand::u64(..)));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-        {
-            Ok(file) => return Ok((tmp, file)),
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => attempts += 1,
-            Err(err) => return Err(err),
         }
     }
 }
