@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use agent_dispatch_core::config::ConfigDoc;
-use agent_dispatch_core::jobs::{valid_job_id, JobRecord, JobStatus};
+use agent_dispatch_core::jobs::{is_temp_name, valid_job_id, JobRecord, JobStatus};
 use agent_dispatch_core::Options;
 use agent_dispatch_transports::{files, jobs, local};
 use serde_json::{json, Value};
@@ -768,22 +768,6 @@ fn read_record(path: &Path, id: &str, size: u64) -> Result<JobRecord, String> {
     let bytes = fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
     let text = String::from_utf8(bytes).map_err(|_| "not valid UTF-8".to_owned())?;
     JobRecord::parse(id, &text)
-}
-
-/// A temp file of a record write: `<id>.tmp` (Python 0.5) or `<id>.<hex>.tmp`.
-fn is_temp_name(name: &str) -> bool {
-    let Some(rest) = name.strip_suffix(".tmp") else {
-        return false;
-    };
-    // `get`, not `split_at`: byte 32 need not be a character boundary.
-    let (Some(id), Some(tag)) = (rest.get(..32), rest.get(32..)) else {
-        return false;
-    };
-    valid_job_id(id)
-        && (tag.is_empty()
-            || tag
-                .strip_prefix('.')
-                .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())))
 }
 
 /// A path as a shell word, for the fix commands we print.

@@ -253,6 +253,7 @@ pub struct Core {
     pub(crate) cache: Cache,
     pub(crate) jobs: Jobs,
     pub(crate) recovery: Option<Recovery>,
+    recovery_waiters: Vec<CallId>,
     effects: VecDeque<Effect>,
     now: Timestamp,
     phase: Phase,
@@ -280,6 +281,7 @@ impl Core {
             cache: Cache::default(),
             jobs: Jobs::default(),
             recovery: None,
+            recovery_waiters: Vec::new(),
             effects: VecDeque::new(),
             now,
             phase: Phase::Serving,
@@ -336,7 +338,12 @@ impl Core {
                             self.log(LogLevel::Warn, format!("job write answered with {other:?}"))
                         }
                     },
-                    OpOwner::Recovery => self.recovery_step(result),
+                    OpOwner::Recovery => {
+                        if !matches!(result, IoResult::Written { .. } | IoResult::Deleted { .. }) {
+                            self.recovery_step(result);
+                        }
+                        self.maybe_end_recovery();
+                    }
                     OpOwner::Nobody => {}
                 }
                 if pending.releases_config_lock {
@@ -516,16 +523,30 @@ impl Core {
         self.push_io(OpOwner::JobWrite(id), request, false);
     }
 
-    /// I/O for start-up recovery; results go to `recovery_step` (writes and deletes to
-    /// nobody: recovery does not wait for them).
+    /// I/O for start-up recovery; reads go on to `recovery_step`, and job tools wait until
+    /// every recovery op (writes and deletes too) is done.
     pub(crate) fn push_recovery_io(&mut self, request: IoRequest) {
-        let owner = match request {
-            IoRequest::ReadConfig { .. }
-            | IoRequest::ListJobs { .. }
-            | IoRequest::ReadJobs { .. } => OpOwner::Recovery,
-            _ => OpOwner::Nobody,
-        };
-        self.push_io(owner, request, false);
+        self.push_io(OpOwner::Recovery, request, false);
+    }
+
+    /// Whether start-up recovery (including its writes and deletes) is still under way.
+    pub(crate) fn recovering(&self) -> bool {
+        self.recovery.is_some() || self.ops.values().any(|op| op.owner == OpOwner::Recovery)
+    }
+
+    /// Holds a job-tool call until recovery has finished, so nobody sees a record that is
+    /// about to be marked abandoned; it is restarted with `Event::Start` then.
+    pub(crate) fn after_recovery(&mut self, call: CallId) {
+        self.recovery_waiters.push(call);
+    }
+
+    fn maybe_end_recovery(&mut self) {
+        if self.recovering() {
+            return;
+        }
+        for call in std::mem::take(&mut self.recovery_waiters) {
+            self.advance_call(call, Event::Start);
+        }
     }
 
     /// Asks for the config under the cross-process lock; queued while another call holds it.

@@ -82,6 +82,12 @@ impl Core {
         event: Event,
     ) -> Next {
         match (step, event) {
+            (JobStep::Start, Event::Start)
+                if self.recovering() && call.tool != Tool::DispatchAsync =>
+            {
+                self.after_recovery(id);
+                wait(JobStep::Start)
+            }
             (JobStep::Start, Event::Start) => self.job_start(id, call),
             (JobStep::AsyncConfig, Event::Io(IoResult::Config { result })) => {
                 self.async_create(id, call, result)
