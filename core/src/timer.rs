@@ -42,6 +42,13 @@ impl Timers {
         self.by_time.insert((at, key));
     }
 
+    /// Sets the deadline of `key` to `at` unless it already has an earlier one.
+    pub fn set_at_most(&mut self, key: TimerKey, at: Timestamp) {
+        if self.by_key.get(&key).is_none_or(|current| *current > at) {
+            self.set(key, at);
+        }
+    }
+
     /// Removes the deadline of `key`, if any.
     pub fn cancel(&mut self, key: TimerKey) {
         if let Some(at) = self.by_key.remove(&key) {
@@ -94,7 +101,17 @@ mod tests {
             Some(TimerKey::RunDeadline(ProcId(1)))
         );
         assert_eq!(t.pop_due(Timestamp::from_millis(40)), None);
-        t.set(TimerKey::Linger(ProcId(3)), Timestamp::from_millis(1));
+        t.set(TimerKey::Linger(ProcId(3)), Timestamp::from_millis(9));
+        t.set_at_most(TimerKey::Linger(ProcId(3)), Timestamp::from_millis(20));
+        assert_eq!(
+            t.next(),
+            Some((Timestamp::from_millis(9), TimerKey::Linger(ProcId(3))))
+        );
+        t.set_at_most(TimerKey::Linger(ProcId(3)), Timestamp::from_millis(4));
+        assert_eq!(
+            t.next(),
+            Some((Timestamp::from_millis(4), TimerKey::Linger(ProcId(3))))
+        );
         t.cancel(TimerKey::Linger(ProcId(3)));
         assert_eq!(t.next(), None);
     }

@@ -364,9 +364,11 @@ impl Core {
         }
         if run.stdout_closed && run.stderr_closed {
             self.finish(proc);
-        } else if !self.timers.is_set(TimerKey::Linger(proc)) {
+        } else {
+            // The leader is gone: its pipes get at most LINGER more, even when a longer
+            // grace was running (the result grace while the leader still lived).
             self.timers
-                .set(TimerKey::Linger(proc), self.now().plus(LINGER));
+                .set_at_most(TimerKey::Linger(proc), self.now().plus(LINGER));
         }
     }
 
