@@ -619,11 +619,12 @@ impl Core {
         d.conversation.push(entry);
         self.log(
             crate::io::LogLevel::Info,
+            // Results never go to the log (see SECURITY.md): only their size.
             format!(
-                "[round {}] {}: {}...",
+                "[round {}] {} replied ({} chars)",
                 d.round,
                 d.names[who],
-                crate::engine::truncate_chars(&result.result, 120)
+                result.result.chars().count()
             ),
         );
         let resolved = result.result.contains(RESOLVED);
