@@ -24,8 +24,8 @@ use crate::timer::TimerKey;
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(300);
 /// At most one progress write per job per this interval.
 pub(crate) const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
-/// Progress messages kept in a record, and their length.
-pub(crate) const PROGRESS_KEEP: usize = 20;
+/// The length of one progress message in a record (how many are kept is
+/// `settings.limits.progress_tail`).
 pub(crate) const PROGRESS_CHARS: usize = 300;
 /// A `running` record not written for this long belonged to a server that died.
 pub(crate) const STALE_RUNNING_SECS: f64 = 3600.0;
@@ -48,6 +48,8 @@ pub(crate) struct OwnedJob {
     last_write: Option<crate::time::Timestamp>,
     /// The dispatch_async call waiting for the first write, to answer with the id.
     pub creator: Option<CallId>,
+    /// How many progress messages the record keeps.
+    progress_keep: usize,
     /// dispatch_wait calls waiting for the end.
     pub waiters: Vec<CallId>,
 }
@@ -125,7 +127,12 @@ impl Core {
     }
 
     /// Takes ownership of a new job record and writes it; `creator` hears when it is saved.
-    pub(crate) fn own_job(&mut self, record: JobRecord, creator: Option<CallId>) -> JobKey {
+    pub(crate) fn own_job(
+        &mut self,
+        record: JobRecord,
+        creator: Option<CallId>,
+        progress_keep: u64,
+    ) -> JobKey {
         self.jobs.next += 1;
         let key = JobKey(self.jobs.next);
         let id = record.id.clone();
@@ -137,6 +144,7 @@ impl Core {
             dirty: false,
             last_write: None,
             creator,
+            progress_keep: usize::try_from(progress_keep).unwrap_or(usize::MAX),
             waiters: Vec::new(),
         };
         self.jobs.owned.insert(id.clone(), job);
@@ -172,9 +180,8 @@ impl Core {
             .to_string();
         let tail = job.record.progress.get_or_insert_with(Vec::new);
         tail.push(text);
-        if tail.len() > PROGRESS_KEEP {
-            tail.remove(0);
-        }
+        let excess = tail.len().saturating_sub(job.progress_keep);
+        tail.drain(..excess);
         job.record.progress_updated_at = Some(now);
         let due = job
             .last_write

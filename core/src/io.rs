@@ -127,6 +127,10 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     /// Bytes to write to the child's stdin before closing it; `None` means a null stdin.
     pub stdin: Option<String>,
+    /// The longest stdout line to deliver; the rest of a longer line is dropped
+    /// (`settings.limits.max_line_bytes`), so one child cannot make the driver buffer
+    /// without bound.
+    pub max_line_bytes: usize,
 }
 
 /// Signals the core may send to a child's process group.

@@ -125,6 +125,7 @@ fn spec(program: &str, args: &[&str]) -> SpawnSpec {
         cwd: std::env::temp_dir(),
         env: BTreeMap::new(),
         stdin: None,
+        max_line_bytes: 64 << 20,
     }
 }
 
@@ -207,6 +208,29 @@ fn spawn_streams_lines_then_reports_exit_code() {
     assert_eq!(out.lines, ["line 1", "line 2", "line 3"]);
     assert_eq!(out.status, Some(ExitStatus::Code(7)));
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn a_line_longer_than_the_spec_allows_is_cut_not_buffered() {
+    let mut h = Harness::new();
+    let script = "head -c 5000 /dev/zero | tr '\\0' x; echo; echo after";
+    h.spawn(
+        1,
+        SpawnSpec {
+            max_line_bytes: 2048,
+            ..spec("sh", &["-c", script])
+        },
+    );
+    let out = h.finish(1);
+    assert_eq!(
+        out.lines.len(),
+        2,
+        "{:?}",
+        out.lines.iter().map(String::len).collect::<Vec<_>>()
+    );
+    assert_eq!(out.lines[0], "x".repeat(2048));
+    assert_eq!(out.lines[1], "after");
+    assert_eq!(out.status, Some(ExitStatus::Code(0)));
 }
 
 #[test]

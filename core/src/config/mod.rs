@@ -156,6 +156,46 @@ pub struct Settings {
     pub dispatch_protocol: bool,
     /// Whether `serve` runs as a proxy to the shared daemon (ours, not Python's).
     pub daemon: bool,
+    /// Bounds on what one client or child may make us hold (ours, not Python's).
+    pub limits: Limits,
+}
+
+/// `settings.limits`: how much of anything one client or child can make the server hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// The longest line accepted from a client or a child's stdout, in bytes (default
+    /// 64 MiB, at least 1 KiB). A longer client line is answered as a parse error; a longer
+    /// child line is cut there. Client lines use the value read when the server starts.
+    pub max_line_bytes: u64,
+    /// How much of a child's stderr is kept for error messages, in bytes (default 64 KiB,
+    /// at least 1 KiB); the rest is read and dropped, so a chatty child never blocks.
+    pub stderr_tail_bytes: u64,
+    /// How many progress messages a background job's record keeps (default 20, 1–1000).
+    pub progress_tail: u64,
+    /// The most items one `dispatch_parallel` call may have (default 0: the larger of 100
+    /// and 20 × `max_concurrency`).
+    pub max_parallel_items: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 64 << 20,
+            stderr_tail_bytes: 64 << 10,
+            progress_tail: 20,
+            max_parallel_items: 0,
+        }
+    }
+}
+
+impl Limits {
+    /// The `dispatch_parallel` cap in force.
+    pub fn parallel_cap(&self, max_concurrency: u32) -> usize {
+        match self.max_parallel_items {
+            0 => (max_concurrency as usize).saturating_mul(20).max(100),
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -172,6 +212,7 @@ impl Default for Settings {
             job_retention_days: 0.0,
             dispatch_protocol: false,
             daemon: false,
+            limits: Limits::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_yaml::{Mapping, Value};
 
 use super::values::{expand_path, py_repr, validate_agent_name};
-use super::{AgentConfig, CacheSettings, Settings, DEFAULT_TIMEOUT};
+use super::{AgentConfig, CacheSettings, Limits, Settings, DEFAULT_TIMEOUT};
 
 pub(super) fn parse_agents(
     map: &Mapping,
@@ -96,7 +96,33 @@ pub(super) fn parse_settings(map: &Mapping) -> Result<Settings, String> {
             return Err(s.err("cache", format!("must be a mapping (got {})", show(other))))
         }
     };
+    let limits = match s.get("limits") {
+        None => Limits::default(),
+        Some(Value::Mapping(m)) => {
+            let l = Section {
+                path: "settings.limits".to_owned(),
+                map: m,
+            };
+            let dl = Limits::default();
+            Limits {
+                max_line_bytes: l
+                    .int("max_line_bytes", 1024, 1 << 40)?
+                    .unwrap_or(dl.max_line_bytes),
+                stderr_tail_bytes: l
+                    .int("stderr_tail_bytes", 1024, 1 << 32)?
+                    .unwrap_or(dl.stderr_tail_bytes),
+                progress_tail: l.int("progress_tail", 1, 1000)?.unwrap_or(dl.progress_tail),
+                max_parallel_items: l
+                    .int("max_parallel_items", 0, 100_000)?
+                    .unwrap_or(dl.max_parallel_items),
+            }
+        }
+        Some(other) => {
+            return Err(s.err("limits", format!("must be a mapping (got {})", show(other))))
+        }
+    };
     Ok(Settings {
+        limits,
         default_timeout: s
             .int("default_timeout", 1, u64::MAX)?
             .unwrap_or(d.default_timeout),
@@ -297,7 +323,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::super::tests::{agent, parse_err, parse_ok};
-    use super::super::{AgentConfig, CacheSettings, Config, Settings};
+    use super::super::{AgentConfig, CacheSettings, Config, Limits, Settings};
 
     #[test]
     fn parses_every_field() {
@@ -370,7 +396,40 @@ settings:
                 job_retention_days: 1.5,
                 dispatch_protocol: true,
                 daemon: true,
+                limits: Limits::default(),
             }
+        );
+    }
+
+    #[test]
+    fn limits_are_bounded_settings() {
+        let doc = parse_ok(
+            "settings:\n  limits:\n    max_line_bytes: 4096\n    stderr_tail_bytes: '2048'\n    progress_tail: 5\n    max_parallel_items: 7\n",
+        );
+        let limits = &doc.config.settings.limits;
+        assert_eq!(
+            (
+                limits.max_line_bytes,
+                limits.stderr_tail_bytes,
+                limits.progress_tail,
+                limits.max_parallel_items
+            ),
+            (4096, 2048, 5, 7)
+        );
+        assert_eq!(limits.parallel_cap(3), 7);
+        assert_eq!(Limits::default().parallel_cap(3), 100);
+        assert_eq!(Limits::default().parallel_cap(8), 160);
+        let e = parse_err("settings:\n  limits:\n    max_line_bytes: 10\n");
+        assert!(
+            e.contains("settings.limits.max_line_bytes") && e.contains("1024"),
+            "{e}"
+        );
+        let e = parse_err("settings:\n  limits:\n    progress_tail: 5000\n");
+        assert!(e.contains("settings.limits.progress_tail"), "{e}");
+        let e = parse_err("settings:\n  limits: 3\n");
+        assert!(
+            e.contains("settings.limits") && e.contains("mapping"),
+            "{e}"
         );
     }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::background::JobKey;
+use crate::config::Limits;
 use crate::dispatch::argv::{self, Effective, Session};
 use crate::dispatch::outcome::{self, DispatchResult, Facts};
 use crate::dispatch::stream::{self, Event as StreamEvent};
@@ -35,8 +36,6 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// How long a child may keep running after it printed its result (claude exits right after;
 /// one that hangs is stopped so the caller is not held until the timeout).
 pub(crate) const RESULT_GRACE: Duration = Duration::from_secs(5);
-/// How much stderr we keep (the head: that is where the CLI explains itself).
-pub(crate) const STDERR_KEEP: usize = 64 * 1024;
 /// How much non-JSON stdout we keep for the plain-text tier.
 pub(crate) const PLAIN_KEEP: usize = 256 * 1024;
 
@@ -60,6 +59,8 @@ pub(crate) struct Plan {
     /// The session to resume; `None` starts a fresh one with an id we choose.
     pub resume: Option<String>,
     pub json_mode: bool,
+    /// `settings.limits`: how much stderr to keep, and the longest stdout line.
+    pub limits: Limits,
 }
 
 /// One child and what we have learned about it.
@@ -74,6 +75,8 @@ pub(crate) struct Run {
     timeout: Duration,
     budget: Option<f64>,
     json_mode: bool,
+    /// The head of stderr kept (that is where the CLI explains itself).
+    stderr_keep: usize,
     started: bool,
     result: Option<Map<String, Value>>,
     stderr: String,
@@ -120,6 +123,7 @@ impl Core {
             cwd: plan.directory.clone(),
             env,
             stdin: via_stdin.then(|| plan.prompt.clone()),
+            max_line_bytes: usize::try_from(plan.limits.max_line_bytes).unwrap_or(usize::MAX),
         };
         let proc = self.fresh_proc();
         let run = Run::new(
@@ -132,7 +136,8 @@ impl Core {
             plan.effective.max_budget_usd,
             plan.json_mode,
         );
-        self.runs.insert(proc, run);
+        let stderr_keep = usize::try_from(plan.limits.stderr_tail_bytes).unwrap_or(usize::MAX);
+        self.runs.insert(proc, Run { stderr_keep, ..run });
         if self.limiter.acquire(proc) {
             self.spawn(proc);
         }
@@ -206,7 +211,7 @@ impl Core {
             }
             ProcInput::Stdout(_, line) => self.on_stdout(proc, &line),
             ProcInput::Stderr(_, text) => {
-                let room = STDERR_KEEP.saturating_sub(run.stderr.len());
+                let room = run.stderr_keep.saturating_sub(run.stderr.len());
                 run.stderr.push_str(cut(&text, room));
             }
             ProcInput::StdoutClosed(_) => {
@@ -494,6 +499,7 @@ impl Run {
             timeout,
             budget,
             json_mode,
+            stderr_keep: crate::config::Limits::default().stderr_tail_bytes as usize,
             started: false,
             result: None,
             stderr: String::new(),
@@ -527,6 +533,7 @@ impl Run {
         Run {
             retried: true,
             cancelled: self.cancelled,
+            stderr_keep: self.stderr_keep,
             ..fresh
         }
     }

@@ -287,7 +287,8 @@ impl Core {
             },
             ..JobRecord::new(job.clone(), result.agent.clone(), r.task.to_string(), now)
         };
-        let key = self.own_job(record, Some(id));
+        // A ref is finished when it is stored: it never gets progress.
+        let key = self.own_job(record, Some(id), 0);
         (key, ref_payload(&job, result, summary_chars, cached))
     }
 
@@ -318,6 +319,7 @@ impl Core {
             prompt: prompt::build_prompt(request),
             resume,
             json_mode: prompt::is_json_mode(request.response_format),
+            limits: settings.limits.clone(),
         };
         self.log(
             crate::io::LogLevel::Info,
@@ -339,9 +341,9 @@ impl Core {
         raw: Vec<Value>,
     ) -> Next {
         let settings = &doc.config.settings;
-        let cap = (settings.max_concurrency as usize * 20).max(100);
+        let cap = settings.limits.parallel_cap(settings.max_concurrency);
         if raw.len() > cap {
-            let e = format!("Too many dispatches: {} > {cap}. Split into multiple calls or raise settings.max_concurrency.", raw.len());
+            let e = format!("Too many dispatches: {} > {cap}. Split into multiple calls, or raise settings.limits.max_parallel_items (or settings.max_concurrency).", raw.len());
             return Next::Done(error(&e), true);
         }
         let mut items = Vec::with_capacity(raw.len());

@@ -378,7 +378,7 @@ impl Core {
                 self.unix_now(),
             )
         };
-        let key = self.own_job(record, Some(id));
+        let key = self.own_job(record, Some(id), doc.config.settings.limits.progress_tail);
         let plan = AsyncPlan {
             key,
             id: job,

@@ -85,7 +85,16 @@ impl Procs {
             .detach();
         }
         if let Some(stdout) = child.stdout.take() {
-            smol::spawn(read_stdout(proc, stdout, inputs.clone(), state.clone())).detach();
+            // Bounded by the spec (settings.limits.max_line_bytes), never past our own cap.
+            let max_line = spec.max_line_bytes.clamp(1024, MAX_LINE);
+            smol::spawn(read_stdout(
+                proc,
+                stdout,
+                max_line,
+                inputs.clone(),
+                state.clone(),
+            ))
+            .detach();
         }
         if let Some(stderr) = child.stderr.take() {
             smol::spawn(read_stderr(proc, stderr, inputs.clone(), state.clone())).detach();
@@ -279,10 +288,11 @@ fn die_with_parent(_cmd: &mut std::process::Command) {}
 async fn read_stdout(
     proc: ProcId,
     stdout: async_process::ChildStdout,
+    max_line: usize,
     inputs: Sender<Input>,
     state: Arc<ProcState>,
 ) {
-    let mut lines = LineReader::new(stdout, MAX_LINE);
+    let mut lines = LineReader::new(stdout, max_line);
     loop {
         match lines.next_line().await {
             Ok(Some(line)) => {
