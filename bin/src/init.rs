@@ -3,6 +3,9 @@
 //!
 //! Idempotent: an existing config is kept, and an existing registration is left alone. A
 //! registration pointing at another program is reported with the command that replaces it.
+//!
+//! `init --daemon` registers `serve --connect` instead of `serve`: each session then relays to
+//! the one daemon every session shares.
 
 use std::fs;
 use std::io;
@@ -24,32 +27,55 @@ pub const SERVER_NAME: &str = "agent-dispatch";
 pub const INSTALL_CLAUDE: &str = "npm install -g @anthropic-ai/claude-code";
 /// What replaces a registration of another program.
 pub const REREGISTER: &str = "claude mcp remove agent-dispatch -s user && agent-dispatch init";
+/// The arguments of each form of registration: a server per session, or a proxy to the daemon.
+pub const SERVE_ARGS: &[&str] = &["serve"];
+pub const CONNECT_ARGS: &[&str] = &["serve", "--connect"];
 
 /// `claude mcp get` starts the server to report its status; give it the CLI's start-up limit.
 const MCP_GET_LIMIT: Duration = Duration::from_secs(60);
 const MCP_ADD_LIMIT: Duration = Duration::from_secs(30);
 
-pub fn init(options: &Options) -> Outcome {
+pub fn init(options: &Options, daemon: bool) -> Outcome {
     create_config(&options.config_path)?;
     let exe = paths::this_exe().map_err(CliError::fail)?;
+    let (args, init_cmd) = if daemon {
+        (CONNECT_ARGS, "agent-dispatch init --daemon")
+    } else {
+        (SERVE_ARGS, "agent-dispatch init")
+    };
     let Some(claude) = paths::claude() else {
         ui::warn("the claude CLI is not on PATH, so agent-dispatch is not registered with Claude Code yet.");
         say!("Install Claude Code:  {INSTALL_CLAUDE}");
-        say!("Then run again:       agent-dispatch init");
+        say!("Then run again:       {init_cmd}");
         return Ok(());
     };
-    let entry = json!({"type": "stdio", "command": exe, "args": ["serve"]});
+    let wanted = format!("{} {}", exe.display(), args.join(" "));
+    let entry = json!({"type": "stdio", "command": exe, "args": args});
     match registered_at_user_scope(&claude, &options.home)? {
-        Some(current) if current.is_this(&exe) => {
+        Some(current) if current.is_this(&exe) && current.args == args => {
             say!("Already registered with Claude Code (user scope).");
+            return Ok(());
+        }
+        Some(current) if current.is_this(&exe) => {
+            let form = if daemon {
+                "a server per session"
+            } else {
+                "a proxy to the shared daemon"
+            };
+            say!(
+                "agent-dispatch is already registered with Claude Code (user scope) as {form}: {}",
+                current.shown()
+            );
+            say!("Nothing was changed. To register {wanted} instead, run:");
+            say!("  claude mcp remove {SERVER_NAME} -s user && {init_cmd}");
             return Ok(());
         }
         Some(current) => {
             say!("agent-dispatch is already registered with Claude Code (user scope) for another program:");
             say!("  registered:  {}", current.shown());
-            say!("  this binary: {} serve", exe.display());
+            say!("  this binary: {wanted}");
             say!("Nothing was changed. To register this binary instead, run:");
-            say!("  {REREGISTER}");
+            say!("  claude mcp remove {SERVER_NAME} -s user && {init_cmd}");
             return Ok(());
         }
         None => {}
@@ -78,10 +104,10 @@ pub fn init(options: &Options) -> Outcome {
             shell_quote(&json_text)
         )));
     }
-    say!(
-        "Registered with Claude Code (user scope): {} serve",
-        exe.display()
-    );
+    say!("Registered with Claude Code (user scope): {wanted}");
+    if daemon {
+        say!("Sessions relay to one shared daemon, started on first use (see 'agent-dispatch serve --help').");
+    }
     say!();
     say!("Next steps:");
     say!("  agent-dispatch add <name> <directory>   register a project as an agent");
@@ -124,9 +150,11 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Whether it starts this binary's `serve`.
+    /// Whether it starts this binary's `serve`, as a server per session or as a proxy to the
+    /// shared daemon (`serve --connect`).
     pub fn is_this(&self, exe: &Path) -> bool {
-        self.args == ["serve"] && paths::same_file(Path::new(&self.command), exe)
+        (self.args == SERVE_ARGS || self.args == CONNECT_ARGS)
+            && paths::same_file(Path::new(&self.command), exe)
     }
 
     /// `command args...` for people.
@@ -231,6 +259,11 @@ mod tests {
             args: vec!["serve".into()],
         };
         assert!(ours.is_this(&exe));
+        let proxy = Registration {
+            args: vec!["serve".into(), "--connect".into()],
+            ..ours.clone()
+        };
+        assert!(proxy.is_this(&exe));
         let other_args = Registration {
             args: vec![],
             ..ours.clone()

@@ -6,6 +6,7 @@
 //! (`transports::local`), so the CLI and the server share one implementation. Results go to stdout, messages to stderr. Exit codes: 0 success,
 //! 1 failure, 2 usage error.
 
+mod daemon;
 mod doctor;
 mod init;
 mod jobs_cmd;
@@ -52,15 +53,37 @@ enum Command {
     Gc(Gc),
 }
 
-/// Run the MCP server over stdio (what Claude Code launches).
+/// Run the MCP server over stdio (what Claude Code launches), or the daemon every session shares.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "serve")]
-struct Serve {}
+#[argh(
+    subcommand,
+    name = "serve",
+    example = "agent-dispatch serve\nagent-dispatch serve --connect\nagent-dispatch serve --daemon --idle-exit 60",
+    note = "With --connect (or settings.daemon: true in agents.yaml) serve relays stdio to the shared daemon and starts it when it is not running. The socket is $XDG_RUNTIME_DIR/agent-dispatch/daemon.sock, else daemon.sock beside the config; it must sit in a folder only you can use (0700)."
+)]
+pub(crate) struct Serve {
+    /// run the shared daemon in the foreground on the Unix socket
+    #[argh(switch)]
+    daemon: bool,
+    /// relay stdio to the shared daemon, starting it when it is not running
+    #[argh(switch)]
+    connect: bool,
+    /// the daemon's socket (default: $XDG_RUNTIME_DIR/agent-dispatch/daemon.sock, else daemon.sock beside the config)
+    #[argh(option)]
+    socket: Option<std::path::PathBuf>,
+    /// exit the daemon after this many minutes with no sessions and no work (with --connect: for a daemon it starts)
+    #[argh(option)]
+    idle_exit: Option<f64>,
+}
 
 /// Create the config (if missing) and register agent-dispatch with Claude Code (user scope).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "init")]
-struct Init {}
+struct Init {
+    /// register 'serve --connect': every session shares one daemon (one limit, one cache, one job table)
+    #[argh(switch)]
+    daemon: bool,
+}
 
 /// Register a project directory as an agent.
 #[derive(FromArgs, Debug)]
@@ -318,8 +341,8 @@ fn main() {
         note!("agent-dispatch: no command given; try 'agent-dispatch --help'");
         std::process::exit(ui::EXIT_USAGE);
     };
-    if let Command::Serve(Serve {}) = command {
-        std::process::exit(agent_dispatch_transports::stdio::serve(paths::options()));
+    if let Command::Serve(serve) = command {
+        std::process::exit(daemon::serve(serve));
     }
     // The CLI reports what each tool did in its own words; the core's warnings still show.
     agent_dispatch_transports::set_info_logs(false);
@@ -369,8 +392,8 @@ fn parse_args() -> Result<Cli, i32> {
 fn run_command(command: Command) -> Outcome {
     let options = paths::options();
     match command {
-        Command::Serve(Serve {}) => Err(CliError::fail("serve is handled before")),
-        Command::Init(Init {}) => init::init(&options),
+        Command::Serve(_) => Err(CliError::fail("serve is handled before")),
+        Command::Init(i) => init::init(&options, i.daemon),
         Command::Add(a) => {
             let opts = AgentOptions {
                 description: a.description,

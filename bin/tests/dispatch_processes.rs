@@ -453,11 +453,18 @@ fn big_task_arrives_on_stdin_intact() {
         Some("--output-format"),
         "no prompt after -p: {argv}"
     );
+    // Every entry is short but the dispatch protocol's system prompt, which is ours.
+    let system_prompt = arg_after(argv, "--append-system-prompt").expect("protocol text");
+    assert!(
+        system_prompt.starts_with("## Dispatch protocol\n") && system_prompt.len() < 2000,
+        "the protocol text: {system_prompt:?}"
+    );
     assert!(
         argv.as_array()
             .expect("argv")
             .iter()
-            .all(|a| a.as_str().is_some_and(|a| a.len() < 200)),
+            .filter_map(Value::as_str)
+            .all(|a| a.len() < 200 || a == system_prompt),
         "no long argv entry: {argv}"
     );
     assert_eq!(facts["stdin"]["kind"], "fifo", "stdin is a pipe");
@@ -646,7 +653,7 @@ fn flag_injection_is_refused_or_defused() {
             .as_array()
             .expect("argv")
             .iter()
-            .any(|a| a.as_str().is_some_and(|a| a.contains("help"))),
+            .any(|a| a.as_str().is_some_and(|a| a.contains("--help"))),
         "the task is not on the command line: {argv}"
     );
     assert_eq!(facts["stdin"]["kind"], "fifo", "{facts:#}");

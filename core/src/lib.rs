@@ -54,6 +54,9 @@ pub mod config;
 pub mod describe;
 mod dispatch;
 mod engine;
+/// For fuzz targets and property tests only: not part of the API (see the module docs).
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod io;
 pub mod jobs;

@@ -16,16 +16,19 @@ mod clock;
 mod exec;
 mod lines;
 pub mod local;
+pub mod proxy;
 pub mod replay;
 mod signals;
 pub mod stdio;
+pub mod unix;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use agent_dispatch_core::{Core, Input, LogLevel};
+use agent_dispatch_core::{ClientId, Core, Input, LogLevel};
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
+use futures_lite::io::AsyncWrite;
 use smol::Timer;
 
 pub use client::{read_client, OVERSIZED_LINE};
@@ -45,6 +48,8 @@ pub struct Driver {
     inputs: Sender<Input>,
     queue: Receiver<Input>,
     executor: Executor,
+    joins: Receiver<Join>,
+    connector: Connector,
 }
 
 impl Driver {
@@ -52,11 +57,14 @@ impl Driver {
     pub fn new() -> Self {
         // Unbounded: `Executor::apply` must never wait on the loop that calls it.
         let (inputs, queue) = async_channel::unbounded();
+        let (joining, joins) = async_channel::unbounded();
         Driver {
             clock: Clock::new(),
             executor: Executor::new(inputs.clone()),
             inputs,
             queue,
+            joins,
+            connector: Connector { joining },
         }
     }
 
@@ -70,15 +78,67 @@ impl Driver {
         self.inputs.clone()
     }
 
-    /// The executor, to add or remove clients.
+    /// The executor, to add or remove clients before the core runs.
     pub fn executor(&mut self) -> &mut Executor {
         &mut self.executor
     }
 
+    /// A handle that adds clients while the core runs (the socket daemon's connections).
+    pub fn connector(&self) -> Connector {
+        self.connector.clone()
+    }
+
     /// Drives `core` until it exits; returns its exit code. Queued client lines are written
     /// before this returns.
+    ///
+    /// A client's writer is closed once the core has handled its `ClientClosed` (after the
+    /// lines queued for it are written): the core never writes to a closed client again.
     pub async fn run(mut self, core: Core) -> i32 {
-        drive(core, &self.clock, &self.queue, &mut self.executor).await
+        drive(
+            core,
+            &self.clock,
+            &self.queue,
+            &self.joins,
+            &mut self.executor,
+        )
+        .await
+    }
+}
+
+/// Adds clients to a running [`Driver`] (see [`Driver::connector`]).
+#[derive(Debug, Clone)]
+pub struct Connector {
+    joining: Sender<Join>,
+}
+
+/// A client's writer on its way to the executor.
+struct Join {
+    client: ClientId,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+}
+
+impl std::fmt::Debug for Join {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Join")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Connector {
+    /// Routes `Effect::Send` for `client` to `writer`. Call it *before* sending the client's
+    /// `Input::ClientConnected` on [`Driver::inputs`]: the drive loop takes new writers in
+    /// before it handles the next input, so the writer is in place when the core first
+    /// speaks to the client. Returns false when the driver has stopped.
+    pub fn add_client<W>(&self, client: ClientId, writer: W) -> bool
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let join = Join {
+            client,
+            writer: Box::new(writer),
+        };
+        self.joining.try_send(join).is_ok()
     }
 }
 
@@ -93,11 +153,16 @@ async fn drive(
     mut core: Core,
     clock: &Clock,
     queue: &Receiver<Input>,
+    joins: &Receiver<Join>,
     executor: &mut Executor,
 ) -> i32 {
+    let mut closed = None;
     loop {
         while let Some(effect) = core.poll_effect() {
             executor.apply(effect);
+        }
+        if let Some(client) = closed.take() {
+            executor.remove_client(client);
         }
         if core.is_finished() {
             break;
@@ -119,6 +184,13 @@ async fn drive(
                 }
             }
         };
+        // Writers first: a client's `ClientConnected` is sent after its writer (`Connector`).
+        while let Ok(join) = joins.try_recv() {
+            executor.add_client(join.client, join.writer);
+        }
+        if let Input::ClientClosed { client } = &input {
+            closed = Some(*client);
+        }
         if let Err(err) = core.handle(clock.now(), input) {
             log(LogLevel::Warn, &format!("driver bug: {err}"));
         }

@@ -473,8 +473,18 @@ impl McpServer {
     /// the jobs folder inside `scratch`, and `env` on top (the children it spawns inherit all of
     /// it).
     pub fn start(scratch: &Scratch, config: &Path, env: &[(String, String)]) -> McpServer {
+        McpServer::start_args(scratch, &["serve"], config, env)
+    }
+
+    /// [`McpServer::start`] with other arguments (e.g. `serve --connect`, a proxy to the daemon).
+    pub fn start_args(
+        scratch: &Scratch,
+        args: &[&str],
+        config: &Path,
+        env: &[(String, String)],
+    ) -> McpServer {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
+        cmd.args(args)
             .current_dir(&scratch.path)
             .env("HOME", scratch.dir("home"))
             .env("XDG_CONFIG_HOME", scratch.join("home/.config"));

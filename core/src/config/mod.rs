@@ -152,7 +152,8 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// When > 0, terminal jobs older than this many days are purged at start.
     pub job_retention_days: f64,
-    /// Whether dispatches carry the dispatch-protocol system prompt.
+    /// Whether dispatches carry the dispatch-protocol system prompt (default true, as in
+    /// 0.14) and read the agent's final `STATUS:` line into `outcome`.
     pub dispatch_protocol: bool,
     /// Whether `serve` runs as a proxy to the shared daemon (ours, not Python's).
     pub daemon: bool,
@@ -210,7 +211,7 @@ impl Default for Settings {
             max_concurrency: 5,
             cache: CacheSettings::default(),
             job_retention_days: 0.0,
-            dispatch_protocol: false,
+            dispatch_protocol: true,
             daemon: false,
             limits: Limits::default(),
         }
@@ -520,10 +521,25 @@ mod tests {
             }
         );
         assert_eq!(s.job_retention_days, 0.0);
-        assert!(!s.dispatch_protocol && !s.daemon);
+        // 0.14: the dispatch protocol is on unless the file turns it off; `init`'s file
+        // does not mention it.
+        assert!(s.dispatch_protocol && !s.daemon);
+        assert!(!DEFAULT_CONFIG_YAML.contains("dispatch_protocol"));
     }
 
     // --- reading the file -----------------------------------------------------------
+
+    #[test]
+    fn dispatch_protocol_is_on_unless_turned_off() {
+        let on = parse_ok("agents: {}\nsettings:\n  max_concurrency: 2\n");
+        assert!(on.config.settings.dispatch_protocol);
+        for off in ["false", "no", "'off'"] {
+            let doc = parse_ok(&format!("settings:\n  dispatch_protocol: {off}\n"));
+            assert!(!doc.config.settings.dispatch_protocol, "{off}");
+        }
+        let doc = parse_ok("settings:\n  dispatch_protocol: null\n");
+        assert!(doc.config.settings.dispatch_protocol);
+    }
 
     #[test]
     fn invalid_utf8_and_yaml() {

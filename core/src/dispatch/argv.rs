@@ -111,15 +111,17 @@ pub(crate) fn plausible_session_id(id: &str) -> bool {
         && !id.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// The argv after the program name. `prompt` Some → `-p <prompt>`; None → `-p` alone (the prompt goes on stdin). Then `--output-format stream-json --verbose`, then `--session-id <uuid>` or `--resume <id>`, `--max-budget-usd <py_float>`, `--model`, `--permission-mode`, one `--allowedTools <t>` per tool, one `--disallowedTools <t>` per tool.
+/// The argv after the program name. `prompt` Some → `-p <prompt>`; None → `-p` alone (the prompt goes on stdin). Then `--output-format stream-json --verbose`, then `--append-system-prompt <text>` (when `system_prompt` is not empty; fresh and resumed runs alike), then `--session-id <uuid>` or `--resume <id>`, `--max-budget-usd <py_float>`, `--model`, `--permission-mode`, one `--allowedTools <t>` per tool, one `--disallowedTools <t>` per tool.
 ///
-/// Err(message) — no spawn — when session id / model / permission mode / any tool name
-/// starts with '-' (or holds a NUL byte), when a resume id is not a plausible session id,
-/// or when `prompt` cannot be one argv entry (use [`prompt_via_stdin`] to choose).
+/// Err(message) — no spawn — when session id / model / permission mode / any tool name /
+/// the system prompt starts with '-' (or holds a NUL byte), when a resume id is not a
+/// plausible session id, or when `prompt` or the system prompt cannot be one argv entry
+/// (use [`prompt_via_stdin`] to choose for the prompt).
 pub(crate) fn build_args(
     prompt: Option<&str>,
     session: Session<'_>,
     e: &Effective,
+    system_prompt: &str,
 ) -> Result<Vec<String>, String> {
     let (session_flag, session_id) = match session {
         Session::New(id) => ("--session-id", id),
@@ -147,6 +149,31 @@ pub(crate) fn build_args(
     for tool in &e.disallowed_tools {
         guard("disallowed tool", tool)?;
     }
+    // The protocol text starts with '#'; only standing instructions could make it
+    // unpassable. (Not quoted back: it is long, and the caller did not write it.)
+    if system_prompt.starts_with('-') {
+        return Err(
+            "Refusing to dispatch: the system prompt starts with '-' and would be \
+                    interpreted as a command-line flag by the claude CLI."
+                .to_owned(),
+        );
+    }
+    if system_prompt.contains('\0') {
+        return Err(
+            "Refusing to dispatch: the system prompt (the agent's standing \
+                    instructions) contains a NUL byte, which cannot be passed on a command \
+                    line."
+                .to_owned(),
+        );
+    }
+    if system_prompt.len() > MAX_ARG_BYTES {
+        return Err(format!(
+            "Refusing to dispatch: the system prompt ({} bytes: the dispatch protocol and the \
+             agent's standing instructions) cannot be passed as one command-line argument; \
+             shorten the instructions.",
+            system_prompt.len()
+        ));
+    }
 
     let mut args = vec!["-p".to_owned()];
     if let Some(prompt) = prompt {
@@ -165,6 +192,10 @@ pub(crate) fn build_args(
         args.push(flag.to_owned());
         args.push(value.to_owned());
     };
+    if !system_prompt.is_empty() {
+        // One value, never split: a long Markdown text that starts with '#'.
+        pair("--append-system-prompt", system_prompt);
+    }
     pair(session_flag, session_id);
     if let Some(budget) = e.max_budget_usd {
         pair("--max-budget-usd", &py_float(budget));
@@ -276,7 +307,7 @@ mod tests {
 
     #[test]
     fn baseline_argv() {
-        let args = build_args(Some("hello"), Session::New(SID), &plain()).unwrap();
+        let args = build_args(Some("hello"), Session::New(SID), &plain(), "").unwrap();
         assert_eq!(
             args,
             strings(&[
@@ -293,7 +324,7 @@ mod tests {
 
     #[test]
     fn verified_example_in_order() {
-        let args = build_args(Some("<p>"), Session::New(SID), &verified()).unwrap();
+        let args = build_args(Some("<p>"), Session::New(SID), &verified(), "").unwrap();
         assert_eq!(
             args,
             strings(&[
@@ -322,7 +353,7 @@ mod tests {
 
     #[test]
     fn resume_takes_the_session_id_slot() {
-        let args = build_args(Some("<p>"), Session::Resume("abc"), &verified()).unwrap();
+        let args = build_args(Some("<p>"), Session::Resume("abc"), &verified(), "").unwrap();
         assert_eq!(
             args[..9],
             strings(&[
@@ -350,7 +381,7 @@ mod tests {
         ] {
             let mut e = plain();
             e.max_budget_usd = Some(budget);
-            let args = build_args(Some("p"), Session::New(SID), &e).unwrap();
+            let args = build_args(Some("p"), Session::New(SID), &e, "").unwrap();
             assert_eq!(args[7..9], strings(&["--max-budget-usd", text]));
         }
     }
@@ -359,7 +390,7 @@ mod tests {
     fn long_prompt_goes_on_stdin() {
         let prompt = "x".repeat(200 * 1024);
         assert!(prompt_via_stdin(&prompt));
-        let args = build_args(None, Session::New(SID), &plain()).unwrap();
+        let args = build_args(None, Session::New(SID), &plain(), "").unwrap();
         assert_eq!(
             args,
             strings(&[
@@ -372,7 +403,7 @@ mod tests {
             ])
         );
         // As an argument it is refused rather than failing at exec with E2BIG.
-        let err = build_args(Some(&prompt), Session::New(SID), &plain()).unwrap_err();
+        let err = build_args(Some(&prompt), Session::New(SID), &plain(), "").unwrap_err();
         assert_eq!(
             err,
             "Refusing to dispatch: the prompt (204800 bytes) cannot be passed as one command-line argument; it must go on stdin."
@@ -382,7 +413,7 @@ mod tests {
         assert!(!prompt_via_stdin(&edge));
         assert!(prompt_via_stdin(&format!("{edge}y")));
         assert_eq!(
-            build_args(Some(&edge), Session::New(SID), &plain()).unwrap()[1].len(),
+            build_args(Some(&edge), Session::New(SID), &plain(), "").unwrap()[1].len(),
             131_071
         );
     }
@@ -395,7 +426,7 @@ mod tests {
         assert!(!prompt_via_stdin("## Task\n--x"));
         assert!(!prompt_via_stdin("fix it"));
         // The prompt itself is exempt from the guard when passed anyway.
-        let args = build_args(Some("--output-format"), Session::New(SID), &plain()).unwrap();
+        let args = build_args(Some("--output-format"), Session::New(SID), &plain(), "").unwrap();
         assert_eq!(args[1], "--output-format");
     }
 
@@ -404,7 +435,7 @@ mod tests {
         fn refused(set: fn(&mut Effective)) -> String {
             let mut e = plain();
             set(&mut e);
-            build_args(Some("p"), Session::New(SID), &e).unwrap_err()
+            build_args(Some("p"), Session::New(SID), &e, "").unwrap_err()
         }
         let msg = |what: &str| {
             format!("Refusing to dispatch: {what} starts with '-' and would be interpreted as a command-line flag by the claude CLI.")
@@ -425,17 +456,17 @@ mod tests {
             refused(|e| e.disallowed_tools = strings(&["-rf"])),
             msg("disallowed tool '-rf'")
         );
-        let err = build_args(Some("p"), Session::Resume("--continue"), &plain()).unwrap_err();
+        let err = build_args(Some("p"), Session::Resume("--continue"), &plain(), "").unwrap_err();
         assert_eq!(
             err,
             "Refusing to dispatch: session_id '--continue' starts with '-' and would be interpreted as a command-line flag by the claude CLI."
         );
-        let err = build_args(Some("p"), Session::New("-1"), &plain()).unwrap_err();
+        let err = build_args(Some("p"), Session::New("-1"), &plain(), "").unwrap_err();
         assert!(err.starts_with("Refusing to dispatch: session_id '-1' starts with '-'"));
         let mut e = plain();
         e.model = Some("so\0nnet".into());
         assert_eq!(
-            build_args(Some("p"), Session::New(SID), &e).unwrap_err(),
+            build_args(Some("p"), Session::New(SID), &e, "").unwrap_err(),
             "Refusing to dispatch: model 'so\\x00nnet' contains a NUL byte, which cannot be passed on a command line."
         );
     }
@@ -444,7 +475,7 @@ mod tests {
     fn implausible_resume_ids_are_refused() {
         let long = "a".repeat(201);
         for bad in ["", "abc def", "abc\n", "a\tb", long.as_str()] {
-            let err = build_args(Some("p"), Session::Resume(bad), &plain()).unwrap_err();
+            let err = build_args(Some("p"), Session::Resume(bad), &plain(), "").unwrap_err();
             assert_eq!(
                 err,
                 format!(
@@ -453,8 +484,8 @@ mod tests {
                 )
             );
         }
-        assert!(build_args(Some("p"), Session::Resume(&"a".repeat(200)), &plain()).is_ok());
-        assert!(build_args(Some("p"), Session::Resume("my title"), &plain()).is_err());
+        assert!(build_args(Some("p"), Session::Resume(&"a".repeat(200)), &plain(), "").is_ok());
+        assert!(build_args(Some("p"), Session::Resume("my title"), &plain(), "").is_err());
         assert!(plausible_session_id(SID));
         assert!(!plausible_session_id("-x"));
     }
@@ -476,7 +507,7 @@ mod tests {
         a.disallowed_tools = Some(vec![]);
         let e = effective(&a, &settings, 0);
         assert!(e.allowed_tools.is_empty() && e.disallowed_tools.is_empty());
-        let args = build_args(Some("p"), Session::New(SID), &e).unwrap();
+        let args = build_args(Some("p"), Session::New(SID), &e, "").unwrap();
         assert_eq!(args.len(), 7);
         // A list replaces the defaults; blank names are dropped.
         a.allowed_tools = Some(strings(&["Bash", " "]));
@@ -484,7 +515,7 @@ mod tests {
         let e = effective(&a, &settings, 0);
         assert_eq!(e.allowed_tools, strings(&["Bash"]));
         assert_eq!(e.disallowed_tools, strings(&["Write"]));
-        let args = build_args(Some("p"), Session::New(SID), &e).unwrap();
+        let args = build_args(Some("p"), Session::New(SID), &e, "").unwrap();
         assert_eq!(
             args[7..],
             strings(&["--allowedTools", "Bash", "--disallowedTools", "Write"])
@@ -575,7 +606,7 @@ mod tests {
 
     #[test]
     fn dropping_the_session_id_pair() {
-        let args = build_args(Some("p"), Session::New(SID), &verified()).unwrap();
+        let args = build_args(Some("p"), Session::New(SID), &verified(), "").unwrap();
         let retry = without_session_id(&args);
         let mut want = args.clone();
         want.drain(5..7);
@@ -585,7 +616,7 @@ mod tests {
             strings(&["-p", "p", "--output-format", "stream-json", "--verbose"])
         );
         // A prompt that is literally the flag is left alone.
-        let args = build_args(Some("--session-id"), Session::New(SID), &plain()).unwrap();
+        let args = build_args(Some("--session-id"), Session::New(SID), &plain(), "").unwrap();
         assert_eq!(
             without_session_id(&args),
             strings(&[
@@ -597,13 +628,121 @@ mod tests {
             ])
         );
         // Prompt on stdin.
-        let args = build_args(None, Session::New(SID), &plain()).unwrap();
+        let args = build_args(None, Session::New(SID), &plain(), "").unwrap();
         assert_eq!(
             without_session_id(&args),
             strings(&["-p", "--output-format", "stream-json", "--verbose"])
         );
         // Nothing to drop.
-        let args = build_args(Some("p"), Session::Resume("abc"), &plain()).unwrap();
+        let args = build_args(Some("p"), Session::Resume("abc"), &plain(), "").unwrap();
         assert_eq!(without_session_id(&args), args);
+    }
+    // ---- --append-system-prompt (spec §8 0.14) ------------------------------------------
+
+    const PROTOCOL: &str = "## Dispatch protocol\nYou are the agent \"web\" …\n- End your reply with one final line: `STATUS: done` …";
+
+    #[test]
+    fn system_prompt_goes_right_after_the_output_format() {
+        let args = build_args(Some("<p>"), Session::New(SID), &verified(), PROTOCOL).unwrap();
+        assert_eq!(
+            args,
+            strings(&[
+                "-p",
+                "<p>",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--append-system-prompt",
+                PROTOCOL,
+                "--session-id",
+                SID,
+                "--max-budget-usd",
+                "0.5",
+                "--model",
+                "sonnet",
+                "--permission-mode",
+                "plan",
+                "--allowedTools",
+                "Read",
+                "--allowedTools",
+                "Bash(git diff)",
+                "--disallowedTools",
+                "Write",
+            ])
+        );
+        // Also on resume, before --resume; and with the prompt on stdin.
+        let args = build_args(None, Session::Resume("abc"), &plain(), PROTOCOL).unwrap();
+        assert_eq!(
+            args,
+            strings(&[
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--append-system-prompt",
+                PROTOCOL,
+                "--resume",
+                "abc",
+            ])
+        );
+    }
+
+    #[test]
+    fn empty_system_prompt_adds_no_flag() {
+        let args = build_args(Some("p"), Session::New(SID), &plain(), "").unwrap();
+        assert!(!args.contains(&"--append-system-prompt".to_owned()));
+        assert_eq!(args.len(), 7);
+    }
+
+    #[test]
+    fn system_prompt_is_one_value_and_is_guarded() {
+        // Newlines, quotes and flag-looking lines stay inside the one value.
+        let text =
+            "## Standing instructions for \"web\"\n--dangerously-skip-permissions\n'x' \"y\"";
+        let args = build_args(Some("p"), Session::New(SID), &plain(), text).unwrap();
+        assert_eq!(
+            args[5..8],
+            strings(&["--append-system-prompt", text, "--session-id"])
+        );
+        assert_eq!(args.len(), 9);
+        assert_eq!(
+            build_args(Some("p"), Session::New(SID), &plain(), "--x").unwrap_err(),
+            "Refusing to dispatch: the system prompt starts with '-' and would be interpreted as a command-line flag by the claude CLI."
+        );
+        assert_eq!(
+            build_args(Some("p"), Session::New(SID), &plain(), "## a\0b").unwrap_err(),
+            "Refusing to dispatch: the system prompt (the agent's standing instructions) contains a NUL byte, which cannot be passed on a command line."
+        );
+        let huge = format!("## x\n{}", "i".repeat(MAX_ARG_BYTES));
+        assert_eq!(
+            build_args(Some("p"), Session::New(SID), &plain(), &huge).unwrap_err(),
+            "Refusing to dispatch: the system prompt (131076 bytes: the dispatch protocol and the agent's standing instructions) cannot be passed as one command-line argument; shorten the instructions."
+        );
+        let edge = format!("#{}", "i".repeat(MAX_ARG_BYTES - 1));
+        assert!(build_args(Some("p"), Session::New(SID), &plain(), &edge).is_ok());
+    }
+
+    #[test]
+    fn dropping_the_session_id_keeps_the_system_prompt() {
+        let args = build_args(Some("p"), Session::New(SID), &plain(), PROTOCOL).unwrap();
+        assert_eq!(
+            without_session_id(&args),
+            strings(&[
+                "-p",
+                "p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--append-system-prompt",
+                PROTOCOL,
+            ])
+        );
+        // A system prompt mentioning the flag is never taken for it.
+        let text = "## x\n--session-id";
+        let args = build_args(Some("p"), Session::New(SID), &plain(), text).unwrap();
+        assert_eq!(
+            without_session_id(&args)[5..],
+            strings(&["--append-system-prompt", text])
+        );
     }
 }

@@ -76,6 +76,47 @@ impl ErrorType {
     }
 }
 
+/// What the agent itself says about its work: the verdict of its final `STATUS:` line
+/// (dispatch protocol, spec §8 0.14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Done,
+    Partial,
+    Blocked,
+}
+
+impl Outcome {
+    /// The wire name (`outcome`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Partial => "partial",
+            Outcome::Blocked => "blocked",
+        }
+    }
+
+    /// What to do about a partial or blocked run; `None` for done.
+    fn hint(self, agent: &str, session_id: &str) -> Option<String> {
+        let resume = format!(
+            "dispatch_session(agent='{agent}', task='Continue where you left off', \
+             session_id='{session_id}')"
+        );
+        match self {
+            Outcome::Done => None,
+            Outcome::Partial => Some(format!(
+                "The agent reports its work is PARTIAL — read the result for what is missing, \
+                 then continue in the same session via {resume} or re-dispatch with what it \
+                 needed."
+            )),
+            Outcome::Blocked => Some(format!(
+                "The agent reports it is BLOCKED — the result names what it needs (context, \
+                 access, a tool, a running service). Supply it and re-dispatch, or resume via \
+                 {resume}."
+            )),
+        }
+    }
+}
+
 /// The outcome of one dispatch, as callers see it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DispatchResult {
@@ -88,6 +129,8 @@ pub(crate) struct DispatchResult {
     pub num_turns: Option<u64>,
     pub error: Option<String>,
     pub error_type: Option<ErrorType>,
+    /// The agent's own verdict (its `STATUS:` line), when the protocol asked for one.
+    pub outcome: Option<Outcome>,
     pub hint: Option<String>,
     pub denied_tools: Vec<String>,
     pub parsed_result: Option<Value>,
@@ -95,7 +138,7 @@ pub(crate) struct DispatchResult {
 }
 
 impl DispatchResult {
-    /// JSON in spec field order: agent, success, result, session_id, cost_usd, duration_ms, num_turns, error, error_type, hint, denied_tools, parsed_result, budget_exceeded; nulls / empty denied_tools / false budget_exceeded omitted.
+    /// JSON in spec field order: agent, success, result, session_id, cost_usd, duration_ms, num_turns, error, error_type, outcome, hint, denied_tools, parsed_result, budget_exceeded; nulls / empty denied_tools / false budget_exceeded omitted.
     pub(crate) fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("agent".into(), Value::from(self.agent.as_str()));
@@ -118,6 +161,9 @@ impl DispatchResult {
         }
         if let Some(t) = self.error_type {
             m.insert("error_type".into(), Value::from(t.as_str()));
+        }
+        if let Some(o) = self.outcome {
+            m.insert("outcome".into(), Value::from(o.as_str()));
         }
         if let Some(hint) = &self.hint {
             m.insert("hint".into(), Value::from(hint.as_str()));
@@ -146,9 +192,13 @@ impl DispatchResult {
         }
     }
 
-    /// Clean success for the cache: success && no denied tools && !budget_exceeded.
+    /// Clean success for the cache: success && no denied tools && !budget_exceeded && the
+    /// agent did not report its work partial or blocked.
     pub(crate) fn is_clean_success(&self) -> bool {
-        self.success && self.denied_tools.is_empty() && !self.budget_exceeded
+        self.success
+            && self.denied_tools.is_empty()
+            && !self.budget_exceeded
+            && matches!(self.outcome, None | Some(Outcome::Done))
     }
 
     fn empty(agent: &str, success: bool) -> Self {
@@ -162,6 +212,7 @@ impl DispatchResult {
             num_turns: None,
             error: None,
             error_type: None,
+            outcome: None,
             hint: None,
             denied_tools: Vec::new(),
             parsed_result: None,
@@ -206,6 +257,8 @@ pub(crate) struct Facts<'a> {
     pub json_mode: bool,
     /// Effective --max-budget-usd.
     pub budget: Option<f64>,
+    /// The run carried the dispatch protocol, which asks for a final `STATUS:` line.
+    pub protocol: bool,
 }
 
 /// The result of a finished run (spec §3.4/§3.5 with every §8 fix), in this precedence:
@@ -311,12 +364,18 @@ fn from_result_line(f: &Facts<'_>, line: &Map<String, Value>) -> DispatchResult 
         if !r.denied_tools.is_empty() {
             hints.push(denial_hint(agent, denied_calls, &r.denied_tools));
         }
+        if f.protocol {
+            (r.result, r.outcome) = take_status(&r.result);
+        }
         if f.json_mode {
             r.parsed_result = parse_json_answer(&r.result);
         }
     }
     if f.timed_out {
         hints.push(KILLED_AFTER_RESULT.to_owned());
+    }
+    if let Some(hint) = r.outcome.and_then(|o| o.hint(agent, &session_id)) {
+        hints.push(hint);
     }
     if !r.budget_exceeded {
         if let (Some(cost), Some(budget)) = (r.cost_usd, f.budget) {
@@ -348,14 +407,21 @@ fn without_result_line(f: &Facts<'_>) -> DispatchResult {
     };
     if f.exit == Some(ExitStatus::Code(0)) && !plain.is_empty() {
         // A CLI that printed plain text and exited cleanly answered.
+        let (result, outcome) = if f.protocol {
+            take_status(plain)
+        } else {
+            (plain.to_owned(), None)
+        };
         return DispatchResult {
             success: true,
-            result: plain.to_owned(),
             parsed_result: if f.json_mode {
-                parse_json_answer(plain)
+                parse_json_answer(&result)
             } else {
                 None
             },
+            hint: outcome.and_then(|o| o.hint(f.agent, f.session_id)),
+            outcome,
+            result,
             ..base
         };
     }
@@ -390,6 +456,61 @@ fn without_result_line(f: &Facts<'_>) -> DispatchResult {
         error_type: Some(error_type),
         ..base
     }
+}
+
+/// The agent's verdict from its final `STATUS:` line (spec §8 0.14), and the answer text
+/// without that line.
+///
+/// Only the last non-empty line counts. It must match, case-insensitively,
+/// ``^\s*[*_`]*\s*STATUS\s*:\s*[*_`]*\s*(done|partial|blocked)\b(.*)$``; it is removed (and
+/// the text's trailing whitespace with it) only when the rest of the line is nothing but
+/// whitespace, Markdown emphasis and `.`/`!` — a line that goes on with a reason stays.
+pub(crate) fn take_status(text: &str) -> (String, Option<Outcome>) {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let Some(at) = lines.iter().rposition(|l| !l.trim().is_empty()) else {
+        return (text.to_owned(), None);
+    };
+    let Some((outcome, rest)) = status_line(lines[at]) else {
+        return (text.to_owned(), None);
+    };
+    let decoration = |c: char| c.is_whitespace() || matches!(c, '*' | '_' | '`' | '.' | '!');
+    if !rest.chars().all(decoration) {
+        return (text.to_owned(), Some(outcome));
+    }
+    (lines[..at].join("\n").trim_end().to_owned(), Some(outcome))
+}
+
+/// Matches one line against the `STATUS:` pattern: the verdict and the rest of the line.
+fn status_line(line: &str) -> Option<(Outcome, &str)> {
+    let markup = |c: char| matches!(c, '*' | '_' | '`');
+    let rest = line.trim_start();
+    let rest = rest.trim_start_matches(markup).trim_start();
+    let rest = strip_prefix_ci(rest, "status")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.trim_start_matches(markup).trim_start();
+    let (outcome, rest) = [
+        (Outcome::Done, "done"),
+        (Outcome::Partial, "partial"),
+        (Outcome::Blocked, "blocked"),
+    ]
+    .into_iter()
+    .find_map(|(o, word)| strip_prefix_ci(rest, word).map(|rest| (o, rest)))?;
+    // `\b`: the verdict must not run on into a word character (Unicode `\w`).
+    if rest
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    {
+        return None;
+    }
+    Some((outcome, rest))
+}
+
+/// `s` without an ASCII `prefix` matched case-insensitively.
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Lower-cased substring classification (spec §3.6, usage limit first).
@@ -643,7 +764,7 @@ fn reset_time(text: &str) -> Option<String> {
 
 /// Python's `format(x, 'g')`: 6 significant digits, trailing zeros dropped, scientific
 /// notation below 1e-4 and from 1e6 on.
-fn py_g(x: f64) -> String {
+pub(crate) fn py_g(x: f64) -> String {
     if !x.is_finite() {
         return crate::config::py_float(x);
     }
@@ -713,6 +834,7 @@ mod tests {
             spawn_error: None,
             json_mode: false,
             budget: None,
+            protocol: false,
         }
     }
 
@@ -1583,6 +1705,7 @@ mod tests {
             num_turns: Some(2),
             error: Some("e".into()),
             error_type: Some(ErrorType::UsageLimit),
+            outcome: Some(Outcome::Blocked),
             hint: Some("h".into()),
             denied_tools: vec!["Bash".into()],
             parsed_result: Some(json!({"k": [1]})),
@@ -1590,7 +1713,7 @@ mod tests {
         };
         assert_eq!(
             compact(&full),
-            r#"{"agent":"web","success":false,"result":"r","session_id":"s","cost_usd":0.5,"duration_ms":10,"num_turns":2,"error":"e","error_type":"usage_limit","hint":"h","denied_tools":["Bash"],"parsed_result":{"k":[1]},"budget_exceeded":true}"#
+            r#"{"agent":"web","success":false,"result":"r","session_id":"s","cost_usd":0.5,"duration_ms":10,"num_turns":2,"error":"e","error_type":"usage_limit","outcome":"blocked","hint":"h","denied_tools":["Bash"],"parsed_result":{"k":[1]},"budget_exceeded":true}"#
         );
         let bare = DispatchResult {
             cost_usd: Some(f64::NAN),
@@ -1703,5 +1826,240 @@ mod tests {
         ] {
             assert_eq!(py_g(x), want, "{x}");
         }
+    }
+    // ---- the STATUS line (spec §8 0.14) ------------------------------------------------
+
+    fn status(text: &str) -> (String, Option<Outcome>) {
+        take_status(text)
+    }
+
+    #[test]
+    fn status_line_spec_examples() {
+        assert_eq!(
+            status("All good.\n\nSTATUS: done"),
+            ("All good.".to_owned(), Some(Outcome::Done))
+        );
+        assert_eq!(
+            status("Half of it.\n**Status: Partial**"),
+            ("Half of it.".to_owned(), Some(Outcome::Partial))
+        );
+        // A reason after the verdict keeps the line.
+        let text = "Tried.\nSTATUS: blocked — need DB credentials";
+        assert_eq!(status(text), (text.to_owned(), Some(Outcome::Blocked)));
+        // Only the last non-empty line counts.
+        let text = "STATUS: done\nthen more text";
+        assert_eq!(status(text), (text.to_owned(), None));
+        let text = "STATUS: blocked\nSTATUS: partial\n\n  \n";
+        assert_eq!(
+            status(text),
+            ("STATUS: blocked".to_owned(), Some(Outcome::Partial))
+        );
+        // An unknown verdict is no verdict.
+        let text = "Hmm.\nSTATUS: maybe";
+        assert_eq!(status(text), (text.to_owned(), None));
+    }
+
+    #[test]
+    fn status_line_shapes() {
+        for (line, want) in [
+            ("STATUS: done", Outcome::Done),
+            ("status:done", Outcome::Done),
+            ("  Status :  DONE.", Outcome::Done),
+            ("`STATUS: partial`", Outcome::Partial),
+            ("__STATUS:__ blocked", Outcome::Blocked),
+            ("*** status: *Blocked*! ", Outcome::Blocked),
+            ("_ STATUS: _ done _", Outcome::Done),
+            ("STATUS: done\r", Outcome::Done),
+            ("\tSTATUS:\tpartial.!.", Outcome::Partial),
+        ] {
+            assert_eq!(
+                status(&format!("Body.\n{line}")),
+                ("Body.".to_owned(), Some(want)),
+                "{line:?}"
+            );
+        }
+        // Matched, but the rest is more than decoration: the line stays.
+        for (line, want) in [
+            ("STATUS: done (all 3 files)", Outcome::Done),
+            ("STATUS: partial - tests not run", Outcome::Partial),
+            ("**STATUS: blocked**: need access", Outcome::Blocked),
+            ("STATUS: done, mostly", Outcome::Done),
+        ] {
+            let text = format!("Body.\n{line}");
+            assert_eq!(status(&text), (text.clone(), Some(want)), "{line:?}");
+        }
+        // Not a status line at all.
+        for line in [
+            "STATUS: donee",
+            "STATUS: done_",
+            "STATUS: doneé",
+            "STATUS: partially",
+            "STATUS done",
+            "STATUS: - done",
+            "My STATUS: done",
+            "> STATUS: done",
+            "- STATUS: done",
+            "STATUSES: done",
+            "* * STATUS: done",
+            "STATUS: ** ** done",
+            "STATUS: 'done'",
+            // Emphasis may not close between the word and the colon.
+            "**STATUS**: done",
+            // `_` is a word character: `\b` fails right after the verdict (as in Python).
+            "__STATUS: blocked__",
+        ] {
+            let text = format!("Body.\n{line}");
+            assert_eq!(status(&text), (text.clone(), None), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn status_line_edges() {
+        assert_eq!(status(""), (String::new(), None));
+        assert_eq!(status(" \n\n"), (" \n\n".to_owned(), None));
+        assert_eq!(status("STATUS: done"), (String::new(), Some(Outcome::Done)));
+        assert_eq!(
+            status("  Lead.\r\n\r\nSTATUS: done\r\n"),
+            ("  Lead.".to_owned(), Some(Outcome::Done))
+        );
+        // Text before the line keeps its own layout.
+        assert_eq!(
+            status("a\n\n  b  \nSTATUS: done"),
+            ("a\n\n  b".to_owned(), Some(Outcome::Done))
+        );
+        // Multi-byte text around it.
+        assert_eq!(
+            status("Готово ✓\nSTATUS: done ✓"),
+            ("Готово ✓\nSTATUS: done ✓".to_owned(), Some(Outcome::Done))
+        );
+        assert_eq!(status("ÄSTATUS: done").1, None);
+    }
+
+    fn with_protocol(text: &str) -> DispatchResult {
+        let l =
+            json!({"type": "result", "is_error": false, "result": text, "session_id": "sess-1"});
+        let l = line(&l.to_string());
+        outcome(&Facts {
+            protocol: true,
+            ..facts(Some(&l))
+        })
+    }
+
+    const PARTIAL_HINT: &str = "The agent reports its work is PARTIAL — read the result for what is missing, then continue in the same session via dispatch_session(agent='web', task='Continue where you left off', session_id='sess-1') or re-dispatch with what it needed.";
+    const BLOCKED_HINT: &str = "The agent reports it is BLOCKED — the result names what it needs (context, access, a tool, a running service). Supply it and re-dispatch, or resume via dispatch_session(agent='web', task='Continue where you left off', session_id='sess-1').";
+
+    #[test]
+    fn outcome_on_successes() {
+        let r = with_protocol("All good.\n\nSTATUS: done");
+        assert_eq!(
+            compact(&r),
+            r#"{"agent":"web","success":true,"result":"All good.","session_id":"sess-1","outcome":"done"}"#
+        );
+        assert!(r.is_clean_success());
+        let r = with_protocol("Half.\n**Status: Partial**");
+        assert_eq!(
+            compact(&r),
+            format!(
+                r#"{{"agent":"web","success":true,"result":"Half.","session_id":"sess-1","outcome":"partial","hint":"{PARTIAL_HINT}"}}"#
+            )
+        );
+        assert!(!r.is_clean_success());
+        let r = with_protocol("Need the DB.\nSTATUS: blocked");
+        assert_eq!(r.outcome, Some(Outcome::Blocked));
+        assert_eq!(r.hint.as_deref(), Some(BLOCKED_HINT));
+        assert!(r.success && !r.is_clean_success());
+        // No STATUS line: no outcome, text untouched, still clean.
+        let r = with_protocol("Just text.\n");
+        assert_eq!(r.outcome, None);
+        assert_eq!(r.result, "Just text.\n");
+        assert!(r.is_clean_success());
+        // Protocol off: the line is ordinary text.
+        let l = line(r#"{"is_error": false, "result": "x\nSTATUS: partial"}"#);
+        let r = outcome(&facts(Some(&l)));
+        assert_eq!(r.result, "x\nSTATUS: partial");
+        assert_eq!((r.outcome, r.hint), (None, None));
+    }
+
+    #[test]
+    fn outcome_is_read_before_json_parsing() {
+        let l = line(r#"{"is_error": false, "result": "```json\n{\"n\": 1}\n```\nSTATUS: done"}"#);
+        let r = outcome(&Facts {
+            protocol: true,
+            json_mode: true,
+            ..facts(Some(&l))
+        });
+        assert_eq!(r.result, "```json\n{\"n\": 1}\n```");
+        assert_eq!(r.parsed_result, Some(json!({"n": 1})));
+        assert_eq!(r.outcome, Some(Outcome::Done));
+    }
+
+    #[test]
+    fn outcome_is_not_read_on_failures() {
+        let l = line(r#"{"is_error": true, "result": "boom\nSTATUS: blocked"}"#);
+        let r = outcome(&Facts {
+            protocol: true,
+            exit: Some(ExitStatus::Code(1)),
+            ..facts(Some(&l))
+        });
+        assert!(!r.success);
+        assert_eq!(r.outcome, None);
+        assert_eq!(r.result, "boom\nSTATUS: blocked");
+        assert_eq!(r.hint, None);
+        let r = outcome(&Facts {
+            protocol: true,
+            exit: Some(ExitStatus::Code(1)),
+            plain_stdout: "nope\nSTATUS: blocked\n",
+            ..facts(None)
+        });
+        assert_eq!((r.success, r.outcome), (false, None));
+    }
+
+    #[test]
+    fn outcome_on_the_plain_text_tier() {
+        let r = outcome(&Facts {
+            protocol: true,
+            plain_stdout: "Did half.\nSTATUS: partial\n",
+            ..facts(None)
+        });
+        assert!(r.success);
+        assert_eq!(r.result, "Did half.");
+        assert_eq!(r.outcome, Some(Outcome::Partial));
+        assert_eq!(
+            r.hint.unwrap(),
+            format!("The agent reports its work is PARTIAL — read the result for what is missing, then continue in the same session via dispatch_session(agent='web', task='Continue where you left off', session_id='{OURS}') or re-dispatch with what it needed.")
+        );
+    }
+
+    #[test]
+    fn success_hints_join_in_order() {
+        // denial, kill-after-result, outcome, then the budget note.
+        let l = line(
+            r#"{"is_error": false, "result": "Some.\nSTATUS: partial", "session_id": "sess-1", "total_cost_usd": 2, "permission_denials": [{"tool_name": "Bash"}]}"#,
+        );
+        let r = outcome(&Facts {
+            protocol: true,
+            timed_out: true,
+            budget: Some(1.0),
+            ..facts(Some(&l))
+        });
+        let denial = "1 tool call(s) were denied by permissions: Bash. The result may be incomplete — the agent could not use these tools. To grant access: update_agent(name='web', allowed_tools='Bash') or permission_mode='bypassPermissions' (CLI: agent-dispatch update web --allowed-tools ...).";
+        let budget = "Cost $2.0000 exceeded the configured budget $1 for this agent. Consider a cheaper model, a tighter task, or raising max_budget_usd.";
+        assert_eq!(
+            r.hint.clone().unwrap(),
+            format!("{denial} {KILLED_AFTER_RESULT} {PARTIAL_HINT} {budget}")
+        );
+        assert_eq!(r.result, "Some.");
+        // The outcome sits between error_type and hint.
+        let keys: Vec<String> = r.to_json().as_object().unwrap().keys().cloned().collect();
+        let at = |k: &str| keys.iter().position(|x| x == k).unwrap();
+        assert_eq!(at("outcome") + 1, at("hint"));
+    }
+
+    #[test]
+    fn outcome_names() {
+        assert_eq!(Outcome::Done.as_str(), "done");
+        assert_eq!(Outcome::Partial.as_str(), "partial");
+        assert_eq!(Outcome::Blocked.as_str(), "blocked");
+        assert_eq!(Outcome::Done.hint("web", "s"), None);
     }
 }

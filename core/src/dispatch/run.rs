@@ -59,6 +59,12 @@ pub(crate) struct Plan {
     /// The session to resume; `None` starts a fresh one with an id we choose.
     pub resume: Option<String>,
     pub json_mode: bool,
+    /// `settings.dispatch_protocol`: the agent is asked for a final `STATUS:` line, which
+    /// becomes the result's `outcome`.
+    pub protocol: bool,
+    /// The `--append-system-prompt` text (the protocol and the agent's standing
+    /// instructions); empty = no flag.
+    pub system_prompt: String,
     /// `settings.limits`: how much stderr to keep, and the longest stdout line.
     pub limits: Limits,
 }
@@ -75,6 +81,7 @@ pub(crate) struct Run {
     timeout: Duration,
     budget: Option<f64>,
     json_mode: bool,
+    protocol: bool,
     /// The head of stderr kept (that is where the CLI explains itself).
     stderr_keep: usize,
     started: bool,
@@ -105,7 +112,13 @@ impl Core {
         };
         let via_stdin = argv::prompt_via_stdin(&plan.prompt);
         let prompt_arg = (!via_stdin).then_some(plan.prompt.as_str());
-        let args = argv::build_args(prompt_arg, session_arg, &plan.effective).map_err(|e| {
+        let args = argv::build_args(
+            prompt_arg,
+            session_arg,
+            &plan.effective,
+            &plan.system_prompt,
+        )
+        .map_err(|e| {
             Box::new(DispatchResult::preflight(
                 &plan.agent,
                 e,
@@ -135,6 +148,7 @@ impl Core {
             Duration::from_secs(plan.effective.timeout_secs),
             plan.effective.max_budget_usd,
             plan.json_mode,
+            plan.protocol,
         );
         let stderr_keep = usize::try_from(plan.limits.stderr_tail_bytes).unwrap_or(usize::MAX);
         self.runs.insert(proc, Run { stderr_keep, ..run });
@@ -426,6 +440,7 @@ impl Core {
             spawn_error: run.spawn_error.as_ref(),
             json_mode: run.json_mode,
             budget: run.budget,
+            protocol: run.protocol,
         };
         let result = outcome::outcome(&facts);
         let owner = run.owner;
@@ -488,6 +503,7 @@ impl Run {
         timeout: Duration,
         budget: Option<f64>,
         json_mode: bool,
+        protocol: bool,
     ) -> Self {
         Run {
             owner,
@@ -499,6 +515,7 @@ impl Run {
             timeout,
             budget,
             json_mode,
+            protocol,
             stderr_keep: crate::config::Limits::default().stderr_tail_bytes as usize,
             started: false,
             result: None,
@@ -529,6 +546,7 @@ impl Run {
             self.timeout,
             self.budget,
             self.json_mode,
+            self.protocol,
         );
         Run {
             retried: true,

@@ -311,14 +311,27 @@ impl Core {
                 settings.max_dispatch_depth,
             )));
         }
+        let effective = argv::effective(agent, settings, timeout_override);
+        let json_mode = prompt::is_json_mode(request.response_format);
+        let system_prompt = prompt::system_prompt(&prompt::SystemPrompt {
+            protocol: settings.dispatch_protocol,
+            agent: name,
+            caller: request.caller,
+            timeout_secs: effective.timeout_secs,
+            budget: effective.max_budget_usd,
+            json_mode,
+            instructions: &agent.instructions,
+        });
         let plan = Plan {
             owner,
             agent: name.to_string(),
             directory: agent.directory.clone(),
-            effective: argv::effective(agent, settings, timeout_override),
+            effective,
             prompt: prompt::build_prompt(request),
             resume,
-            json_mode: prompt::is_json_mode(request.response_format),
+            json_mode,
+            protocol: settings.dispatch_protocol,
+            system_prompt,
             limits: settings.limits.clone(),
         };
         self.log(
@@ -734,6 +747,7 @@ fn cache_key(
         "disallowed_tools": e.disallowed_tools,
         "max_budget_usd": e.max_budget_usd,
         "instructions": agent.instructions,
+        "dispatch_protocol": settings.dispatch_protocol,
         "max_dispatch_depth": settings.max_dispatch_depth,
     });
     cache::key(
@@ -841,6 +855,7 @@ fn ref_payload(job: &str, result: &DispatchResult, summary_chars: i64, cached: b
         "error",
         "error_type",
         "denied_tools",
+        "outcome",
         "hint",
         "parsed_result",
         "budget_exceeded",
@@ -876,21 +891,122 @@ fn py_type(v: &Value) -> &'static str {
     }
 }
 
-/// One agent's section in the aggregator's context.
+/// One agent's section in the aggregator's context: `## Agent: <a> [OK|FAILED]` (a ref
+/// item adds `, preview of <size> chars`; a partial or blocked run adds
+/// `, agent reports PARTIAL|BLOCKED`), then the text.
 fn summary_section(result: &Value) -> String {
     let ok = result["success"].as_bool().unwrap_or(false);
     let agent = result["agent"].as_str().unwrap_or("?");
+    let mut status = if ok { "OK" } else { "FAILED" }.to_owned();
+    let reports = match result["outcome"].as_str() {
+        Some(o) if o != "done" => format!(", agent reports {}", o.to_uppercase()),
+        _ => String::new(),
+    };
     if let (Some(summary), Some(size)) = (result["summary"].as_str(), result["size"].as_u64()) {
-        let status = if ok { "OK" } else { "FAILED" };
-        return format!("## Agent: {agent} [{status}, preview of {size} chars]\n{summary}");
+        return format!(
+            "## Agent: {agent} [{status}, preview of {size} chars{reports}]\n{summary}"
+        );
     }
+    status.push_str(&reports);
     let body = [&result["result"], &result["error"]]
         .into_iter()
         .filter_map(Value::as_str)
         .find(|s| !s.is_empty())
         .unwrap_or("");
-    format!(
-        "## Agent: {agent} [{}]\n{body}",
-        if ok { "OK" } else { "FAILED" }
-    )
+    format!("## Agent: {agent} [{status}]\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::outcome::Outcome;
+
+    fn result(outcome: Option<Outcome>) -> DispatchResult {
+        let line: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"is_error": false, "result": "Half of it.", "session_id": "s-1", "total_cost_usd": 0.5, "num_turns": 2, "permission_denials": [{"tool_name": "Bash"}]}"#,
+        )
+        .unwrap();
+        let facts = outcome::Facts {
+            agent: "web",
+            session_id: "s-1",
+            result: Some(&line),
+            exit: Some(crate::io::ExitStatus::Code(0)),
+            stderr: "",
+            plain_stdout: "",
+            events_seen: true,
+            timed_out: false,
+            timeout_secs: 300,
+            spawn_error: None,
+            json_mode: false,
+            budget: None,
+            protocol: false,
+        };
+        DispatchResult {
+            outcome,
+            ..outcome::outcome(&facts)
+        }
+    }
+
+    #[test]
+    fn ref_payload_field_order() {
+        let payload = ref_payload("abc", &result(Some(Outcome::Partial)), 4, true);
+        let keys: Vec<&str> = payload
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "ref",
+                "agent",
+                "success",
+                "size",
+                "summary_chars",
+                "summary",
+                "session_id",
+                "cost_usd",
+                "num_turns",
+                "denied_tools",
+                "outcome",
+                "hint",
+                "cached"
+            ]
+        );
+        assert_eq!(payload["outcome"], "partial");
+        assert_eq!(payload["summary"], "Half");
+        assert!(ref_payload("abc", &result(None), 4, false)
+            .get("outcome")
+            .is_none());
+    }
+
+    #[test]
+    fn summary_sections_report_partial_and_blocked() {
+        let plain = |o| summary_section(&result(o).to_json());
+        assert_eq!(plain(None), "## Agent: web [OK]\nHalf of it.");
+        assert_eq!(
+            plain(Some(Outcome::Done)),
+            "## Agent: web [OK]\nHalf of it."
+        );
+        assert_eq!(
+            plain(Some(Outcome::Partial)),
+            "## Agent: web [OK, agent reports PARTIAL]\nHalf of it."
+        );
+        assert_eq!(
+            plain(Some(Outcome::Blocked)),
+            "## Agent: web [OK, agent reports BLOCKED]\nHalf of it."
+        );
+        let by_ref = |o| summary_section(&ref_payload("abc", &result(o), 4, false));
+        assert_eq!(
+            by_ref(Some(Outcome::Done)),
+            "## Agent: web [OK, preview of 11 chars]\nHalf"
+        );
+        assert_eq!(
+            by_ref(Some(Outcome::Blocked)),
+            "## Agent: web [OK, preview of 11 chars, agent reports BLOCKED]\nHalf"
+        );
+        let failed = json!({"agent": "api", "success": false, "result": "", "error": "boom"});
+        assert_eq!(summary_section(&failed), "## Agent: api [FAILED]\nboom");
+    }
 }

@@ -371,7 +371,7 @@ FIND AGENTS: list_agents() shows who is available; inspect_agent(name) gives det
 
 DISPATCH: dispatch(agent, task) runs one task and returns the answer (cached). Always pass caller= (your project) and goal= (why). dispatch_session(agent, task, session_id?) continues a conversation; dispatch_parallel(dispatches, aggregate?) runs several at once; dispatch_stream reports live progress; dispatch_dialogue(requester, responder, topic) lets two agents talk it through.
 
-READING A RESULT: success=false comes with error, error_type and often a hint. A timed-out run returns session_id: continue with dispatch_session(agent, 'Continue where you left off', session_id=...) or pass a larger timeout_seconds. denied_tools lists tools the agent was refused: grant them with update_agent(allowed_tools=...) or permission_mode='bypassPermissions'.
+READING A RESULT: check outcome (done, partial, blocked); for partial or blocked follow the hint. success=false comes with error, error_type and often a hint. A timed-out run returns session_id: continue with dispatch_session(agent, 'Continue where you left off', session_id=...) or pass a larger timeout_seconds. denied_tools lists tools the agent was refused: grant them with update_agent(allowed_tools=...) or permission_mode='bypassPermissions'.
 
 BACKGROUND JOBS (don't block on long tasks): dispatch_async(agent, task) returns a job_id at once; dispatch_status(job_id) shows state and live progress; dispatch_wait(job_id, timeout_seconds?) blocks until it ends; dispatch_cancel(job_id); dispatch_jobs(status?) lists them; fetch_result(ref, max_chars?) loads a full result.
 

@@ -30,6 +30,8 @@ const CLIENT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 pub struct Executor {
     inputs: Sender<Input>,
     clients: BTreeMap<ClientId, ClientWriter>,
+    /// Writers of removed clients still writing their last queued lines.
+    closing: Vec<Task<()>>,
     procs: Procs,
     locks: Arc<ConfigLocks>,
     exit_code: Option<i32>,
@@ -47,6 +49,7 @@ impl Executor {
         Executor {
             inputs,
             clients: BTreeMap::new(),
+            closing: Vec::new(),
             procs: Procs::default(),
             locks: Arc::new(ConfigLocks::new()),
             exit_code: None,
@@ -66,12 +69,13 @@ impl Executor {
         }
     }
 
-    /// Stops sending to `client`; lines already queued are still written, then the writer
-    /// is closed.
+    /// Stops sending to `client`; lines already queued are still written (before
+    /// [`Executor::close_clients`] returns), then the writer is closed.
     pub fn remove_client(&mut self, client: ClientId) {
+        self.closing.retain(|task| !task.is_finished());
         if let Some(writer) = self.clients.remove(&client) {
             writer.lines.close();
-            writer.task.detach();
+            self.closing.push(writer.task);
         }
     }
 
@@ -112,9 +116,11 @@ impl Executor {
         for writer in writers.values() {
             writer.lines.close();
         }
+        let mut tasks = std::mem::take(&mut self.closing);
+        tasks.extend(writers.into_values().map(|writer| writer.task));
         let all = async {
-            for (_, writer) in writers {
-                writer.task.await;
+            for task in tasks {
+                task.await;
             }
         };
         futures_lite::future::or(all, async {
