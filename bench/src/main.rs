@@ -43,7 +43,7 @@ struct Args {
     #[argh(option)]
     venv: Option<PathBuf>,
     /// how long the fake sleeps in the fan-out workload, in ms; repeat for several runs, the
-    /// first one is judged against the goal (default: 10, then 50)
+    /// first one is judged against the goal (default: 0, then 10, then 50)
     #[argh(option)]
     fanout_sleep_ms: Vec<u64>,
     /// size of the stream-json run in MB (default 100; 20 with --quick)
@@ -79,7 +79,7 @@ impl Plan {
             fanout_window: 20,
             fanout_concurrency: 5,
             fanout_sleeps_ms: if args.fanout_sleep_ms.is_empty() {
-                vec![10, 50]
+                vec![0, 10, 50]
             } else {
                 args.fanout_sleep_ms.clone()
             },
@@ -177,6 +177,7 @@ struct Figures {
     stream_hwm: Option<u64>,
     jobs_first_ms: Option<f64>,
     jobs_warm_ms: Option<f64>,
+    jobs_mem: Option<Mem>,
     /// `daemon_sessions` × `daemon_dispatches`, one `serve` process per session (s).
     sessions_s: Option<f64>,
     /// The same through one daemon (`serve --connect`), Rust only (s).
@@ -394,9 +395,10 @@ fn measure(
         f.stream_hwm = Some(hwm);
     }
     eprintln!("  dispatch_jobs over {} records", plan.job_records);
-    if let Some((first, warm)) = record(f, "dispatch_jobs", jobs(world, target, plan)) {
+    if let Some((first, warm, mem)) = record(f, "dispatch_jobs", jobs(world, target, plan)) {
         f.jobs_first_ms = Some(first);
         f.jobs_warm_ms = Some(warm);
+        f.jobs_mem = Some(mem);
     }
     if daemon.is_some() {
         eprintln!(
@@ -632,8 +634,8 @@ fn fake_stream_rate(world: &World) -> Result<f64, String> {
 }
 
 /// `dispatch_jobs` (default limit 50) over the pre-written records: the first call right after
-/// `initialize`, then the median of warm calls (ms).
-fn jobs(world: &World, target: &Target, plan: &Plan) -> Result<(f64, f64), String> {
+/// `initialize`, then the median of warm calls (ms), and the server's memory after them.
+fn jobs(world: &World, target: &Target, plan: &Plan) -> Result<(f64, f64, Mem), String> {
     let launch = world.launch(target, &world.config, &world.jobs_full, &[]);
     let mut server = Server::start(&launch, &world.log(target, "jobs"))?;
     server.initialize()?;
@@ -658,8 +660,9 @@ fn jobs(world: &World, target: &Target, plan: &Plan) -> Result<(f64, f64), Strin
         check(&payload)?;
         warm.push(ms(took));
     }
+    let mem = server.mem()?;
     server.shutdown();
-    Ok((ms(first), median(&warm)))
+    Ok((ms(first), median(&warm), mem))
 }
 
 /// `daemon_sessions` clients at once, each `initialize` + `daemon_dispatches` dispatches
@@ -677,7 +680,12 @@ fn sessions(world: &World, target: &Target, plan: &Plan, daemon: bool) -> Result
         let _ = std::fs::remove_file(&socket);
         let socket = socket.to_string_lossy().into_owned();
         let mut launch = world.launch(target, &world.config, &world.jobs_empty, &[]);
-        launch.args = vec!["serve".into(), "--daemon".into(), "--socket".into(), socket.clone()];
+        launch.args = vec![
+            "serve".into(),
+            "--daemon".into(),
+            "--socket".into(),
+            socket.clone(),
+        ];
         let d = Server::start(&launch, &world.log(target, "daemon"))?;
         let started = Instant::now();
         while !Path::new(&socket).exists() {
@@ -1047,6 +1055,16 @@ fn print_report(
         opt(ratio(rust.jobs_warm_ms, p(|f| f.jobs_warm_ms)), fmt_ratio),
         "< 150 ms",
         verdict(rust.jobs_warm_ms.map(|x| x < 150.0)),
+    );
+
+    let jm = |f: &Figures| kib(f.jobs_mem, false);
+    row(
+        "… server's RSS after those calls (VmRSS)",
+        opt(jm(rust), fmt_kib),
+        opt(py.and_then(jm), fmt_kib),
+        opt(ratio(jm(rust), py.and_then(jm)), fmt_ratio),
+        "",
+        Verdict::NotApplicable,
     );
 
     // sessions and the daemon

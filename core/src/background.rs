@@ -251,8 +251,21 @@ impl Core {
                 return;
             }
         }
-        if let Some(call) = creator {
-            self.advance_call(call, Event::JobSaved { key, result });
+        match creator {
+            Some(call) if self.has_call(call) => {
+                self.advance_call(call, Event::JobSaved { key, result })
+            }
+            Some(call) => {
+                // The dispatch_async request was cancelled (or its client left) while the
+                // record was being written: nobody knows the id, so the job must not run,
+                // nor stay pending until recovery gives up on it. The call ends silently.
+                if result.is_ok() {
+                    self.cancel_owned_job(key);
+                }
+                let result = Err("the request was cancelled".to_string());
+                self.advance_call(call, Event::JobSaved { key, result });
+            }
+            None => {}
         }
         let Some(job) = self.jobs.owned.get_mut(id) else {
             return;

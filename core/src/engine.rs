@@ -496,6 +496,11 @@ impl Core {
         }
     }
 
+    /// Whether a call is still in progress (not cancelled, its client still there).
+    pub(crate) fn has_call(&self, id: CallId) -> bool {
+        self.calls.get(&id).is_some_and(|c| !c.cancelled)
+    }
+
     /// Cancels the call with this JSON-RPC id (`notifications/cancelled`).
     pub(crate) fn cancel_request(&mut self, client: ClientId, request: &Value) {
         let found = self

@@ -4,6 +4,10 @@
 //! drive loop ([`Driver::run`]): effects go to the [`Executor`], facts come back on one input
 //! channel, and the loop sleeps until the next input or the core's one deadline.
 //!
+//! Transports: [`stdio`] (one client), [`unix`] (the daemon: one core for every session, each
+//! connection its own client), [`proxy`] (stdio relayed to the daemon), [`local`] (an
+//! in-process client) and [`replay`] (scripted, on a virtual clock, for tests).
+//!
 //! ```no_run
 //! // The `serve` subcommand, over stdio:
 //! # let options = agent_dispatch_core::Options::default();

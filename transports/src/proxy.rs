@@ -8,8 +8,11 @@
 //! restarted daemon is invisible between requests.
 //!
 //! Starting a daemon is serialised by an exclusive lock on `<socket>.lock`: whoever holds it
-//! checks for a live daemon, starts one when there is none and waits until it accepts, so
-//! proxies starting at the same instant end up with exactly one daemon.
+//! checks for a live daemon, starts one when there is none and waits until it answers, so
+//! proxies starting at the same instant end up with exactly one daemon. A new connection must
+//! answer a `ping` before any client line goes through: a daemon on its way out (killed, or at
+//! its idle exit) can still accept a connection it will never serve, and is waited out instead
+//! of failing the next request.
 //!
 //! At the end of stdin the proxy shuts the socket's write half and exits once the daemon has
 //! closed its side (the daemon has then cancelled whatever the session still had running).
@@ -17,12 +20,12 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +57,10 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// Polling interval while waiting for a lock or a starting daemon.
 const POLL: Duration = Duration::from_millis(20);
+/// How long a daemon gets to answer the proxy's `ping` on a new connection.
+const PROBE_LIMIT: Duration = Duration::from_secs(2);
+/// The id of that `ping`.
+const PROBE_ID: &str = "agent-dispatch-proxy-probe";
 
 /// Where the daemon is and how to start it.
 #[derive(Debug, Clone)]
@@ -133,7 +140,6 @@ where
         initialized: false,
         connected_before: false,
         swallow: None,
-        daemon: None,
         stdin_closed: false,
     };
     proxy.relay(&queue).await;
@@ -179,8 +185,6 @@ struct Proxy {
     connected_before: bool,
     /// The id (JSON text) of a replayed `initialize`, whose reply the client must not see.
     swallow: Option<String>,
-    /// A daemon this proxy started (reaped once it exits).
-    daemon: Option<Child>,
     stdin_closed: bool,
 }
 
@@ -201,7 +205,7 @@ impl Proxy {
             };
             match event {
                 None | Some(Event::OutputFailed) => return,
-                Some(Event::Client(Some(line))) => self.from_client(line).await,
+                Some(Event::Client(Some(line))) => self.client_line(line).await,
                 Some(Event::Client(None)) => {
                     self.stdin_closed = true;
                     let Some(conn) = &self.conn else { return };
@@ -211,7 +215,7 @@ impl Proxy {
                 }
                 Some(Event::Daemon(generation, line)) if generation == self.generation => {
                     match line {
-                        Some(line) => self.from_daemon(line),
+                        Some(line) => self.daemon_line(line),
                         None => {
                             self.daemon_gone();
                             if self.stdin_closed {
@@ -225,7 +229,7 @@ impl Proxy {
         }
     }
 
-    async fn from_client(&mut self, line: String) {
+    async fn client_line(&mut self, line: String) {
         let request = self.track_request(&line);
         if self.conn.is_none() {
             if let Err(why) = self.connect().await {
@@ -275,7 +279,7 @@ impl Proxy {
         }
     }
 
-    fn from_daemon(&mut self, line: String) {
+    fn daemon_line(&mut self, line: String) {
         if let Ok(peek) = serde_json::from_str::<ReplyPeek>(&line) {
             if let (Some(id), None) = (peek.id, peek.method) {
                 let key = id.to_string();
@@ -321,14 +325,7 @@ impl Proxy {
     /// the session's handshake.
     async fn connect(&mut self) -> Result<(), String> {
         let config = self.config.clone();
-        let mut daemon = self.daemon.take();
-        let (stream, daemon) = smol::unblock(move || {
-            let stream = connect_or_start(&config, &mut daemon);
-            (stream, daemon)
-        })
-        .await;
-        self.daemon = daemon;
-        let stream = stream?;
+        let stream = smol::unblock(move || connect_or_start(&config)).await?;
         let stream = Arc::new(
             Async::new(stream).map_err(|e| format!("cannot watch the daemon connection: {e}"))?,
         );
@@ -418,88 +415,147 @@ async fn pump<W: AsyncWrite + Unpin>(mut writer: W, queue: Receiver<String>) -> 
     writer.close().await
 }
 
-/// Connects to a live daemon, or starts one and waits until it accepts: under the start lock,
-/// so only one proxy starts it. `daemon` is the daemon this proxy started before (reaped
-/// here once it has exited) and receives the one started now.
-fn connect_or_start(
-    config: &ProxyConfig,
-    daemon: &mut Option<Child>,
-) -> Result<UnixStream, String> {
-    if let Some(child) = daemon {
-        if !matches!(child.try_wait(), Ok(None)) {
-            *daemon = None;
-        }
-    }
+/// Connects to a live daemon, or starts one and waits until it answers: under the start
+/// lock, so only one proxy starts it.
+fn connect_or_start(config: &ProxyConfig) -> Result<UnixStream, String> {
     let socket = &config.socket;
     unix::secure_dir(config.dir())?;
-    match unix::connect(socket) {
-        Ok(stream) => return Ok(stream),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            return Err(format!("cannot connect to {}: {e}", socket.display()))
-        }
-        Err(_) => {}
-    }
-    let _lock = start_lock(&unix::sibling(socket, ".lock"))?;
-    if let Ok(stream) = unix::connect(socket) {
+    if let Probe::Live(stream) = probe(socket)? {
         return Ok(stream);
     }
+    let _lock = start_lock(&unix::sibling(socket, ".lock"))?;
     let log_path = config.log_path();
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log_path)
-        .map_err(|e| format!("cannot open the daemon log {}: {e}", log_path.display()))?;
-    let mut child = Command::new(&config.daemon_program)
-        .args(&config.daemon_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        // Its own process group: a ^C or a signal to the session's group does not reach it.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "cannot start the daemon ({}): {e}",
-                config.daemon_program.display()
-            )
-        })?;
-    crate::log(
-        LogLevel::Info,
-        &format!(
-            "started the agent-dispatch daemon (pid {}) on {}; its log: {}",
-            child.id(),
-            socket.display(),
-            log_path.display()
-        ),
-    );
-    let started = Instant::now();
+    let deadline = Instant::now() + START_LIMIT;
+    let mut started: Option<i32> = None;
+    let mut starts = 0;
     loop {
-        let failure = match unix::connect(socket) {
-            Ok(stream) => {
-                *daemon = Some(child);
-                return Ok(stream);
+        let why = match probe(socket)? {
+            Probe::Live(stream) => return Ok(stream),
+            // A daemon on its way out (killed, or its idle exit): wait for it to be gone.
+            Probe::Dying(why) => why,
+            Probe::Absent(why) => {
+                let running = started.is_some_and(|pid| {
+                    rustix::process::Pid::from_raw(pid)
+                        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+                });
+                if !running {
+                    // A second try covers a daemon that found the previous one still exiting.
+                    if starts == 2 {
+                        return Err(format!(
+                            "the daemon exited at start; its log {} ends with: {}",
+                            log_path.display(),
+                            log_tail(&log_path)
+                        ));
+                    }
+                    let pid = start_daemon(config, &log_path)?;
+                    crate::log(
+                        LogLevel::Info,
+                        &format!(
+                            "started the agent-dispatch daemon (pid {pid}) on {}; its log: {}",
+                            socket.display(),
+                            log_path.display()
+                        ),
+                    );
+                    started = Some(pid);
+                    starts += 1;
+                }
+                why
             }
-            Err(e) => e,
         };
-        if let Ok(Some(status)) = child.try_wait() {
+        if Instant::now() >= deadline {
             return Err(format!(
-                "the daemon exited at start ({status}); its log {} ends with: {}",
-                log_path.display(),
-                log_tail(&log_path)
-            ));
-        }
-        if started.elapsed() >= START_LIMIT {
-            let pid = child.id();
-            *daemon = Some(child);
-            return Err(format!(
-                "the daemon (pid {pid}) did not accept connections on {} within {} s ({failure}); see {}",
+                "no agent-dispatch daemon answered on {} within {} s ({why}); see {}",
                 socket.display(),
                 START_LIMIT.as_secs(),
                 log_path.display()
             ));
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// What is at the socket.
+enum Probe {
+    /// Our daemon, answering: the connection to use.
+    Live(UnixStream),
+    /// It accepted the connection but closed it without answering.
+    Dying(String),
+    /// Nobody accepts connections there.
+    Absent(String),
+}
+
+/// Connects and checks that a daemon of our uid answers a `ping` (whose reply is consumed,
+/// so the connection is handed over clean). `Err` when it is not ours or not reachable.
+fn probe(socket: &Path) -> Result<Probe, String> {
+    let mut stream = match unix::connect(socket) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(format!("cannot connect to {}: {e}", socket.display()))
+        }
+        Err(e) => return Ok(Probe::Absent(e.to_string())),
+    };
+    let answered = (|| -> io::Result<bool> {
+        stream.set_read_timeout(Some(PROBE_LIMIT))?;
+        writeln!(
+            stream,
+            "{}",
+            json!({"jsonrpc": "2.0", "id": PROBE_ID, "method": "ping"})
+        )?;
+        // Byte by byte: nothing after the reply may be read here.
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.len() < 4096 {
+            if stream.read(&mut byte)? == 0 {
+                return Ok(false);
+            }
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        let reply: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+        stream.set_read_timeout(None)?;
+        Ok(reply["id"] == PROBE_ID && reply.get("result").is_some())
+    })();
+    match answered {
+        Ok(true) => Ok(Probe::Live(stream)),
+        Ok(false) => Ok(Probe::Dying("it closed the connection unanswered".into())),
+        Err(e) => Ok(Probe::Dying(e.to_string())),
+    }
+}
+
+/// Starts the daemon fully detached and returns its pid: `/bin/sh` starts it in the
+/// background and exits at once, so the daemon is no descendant of this proxy (Claude Code
+/// kills a server's whole process tree when it closes a session) and sits in its own process
+/// group (a ^C or a signal to the session's group does not reach it). Its stdin and stdout are
+/// `/dev/null`, its stderr is appended to `log_path`.
+fn start_daemon(config: &ProxyConfig, log_path: &Path) -> Result<i32, String> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log_path)
+        .map_err(|e| format!("cannot open the daemon log {}: {e}", log_path.display()))?;
+    let launched = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("\"$0\" \"$@\" </dev/null >/dev/null & echo $!")
+        .arg(&config.daemon_program)
+        .args(&config.daemon_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .output()
+        .map_err(|e| format!("cannot start the daemon through /bin/sh: {e}"))?;
+    let printed = String::from_utf8_lossy(&launched.stdout);
+    match printed.trim().parse::<i32>() {
+        Ok(pid) if launched.status.success() && pid > 0 => Ok(pid),
+        _ => Err(format!(
+            "cannot start the daemon ({}): /bin/sh said {:?} ({})",
+            config.daemon_program.display(),
+            printed.trim(),
+            launched.status
+        )),
     }
 }
 
@@ -568,7 +624,6 @@ mod tests {
             initialized: false,
             connected_before: true,
             swallow: None,
-            daemon: None,
             stdin_closed: false,
         }
     }
@@ -592,9 +647,9 @@ mod tests {
         let keys: Vec<&str> = p.in_flight.keys().map(String::as_str).collect();
         assert_eq!(keys, ["\"a\"", "0", "7"]);
 
-        p.from_daemon(r#"{"jsonrpc":"2.0","id":0,"result":{"big":[1,2,3]}}"#.into());
+        p.daemon_line(r#"{"jsonrpc":"2.0","id":0,"result":{"big":[1,2,3]}}"#.into());
         // A notification that carries an id-like field is not a reply.
-        p.from_daemon(
+        p.daemon_line(
             r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":7}}"#
                 .into(),
         );
@@ -612,7 +667,7 @@ mod tests {
         p.track_request(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{}}"#);
         p.track_request(r#"{"jsonrpc":"2.0","id":"x","method":"ping"}"#);
         p.swallow = Some("\"agent-dispatch-proxy-reconnect-1\"".into());
-        p.from_daemon(
+        p.daemon_line(
             r#"{"jsonrpc":"2.0","id":"agent-dispatch-proxy-reconnect-1","result":{}}"#.into(),
         );
         p.daemon_gone();

@@ -557,8 +557,11 @@ impl Driver {
     }
 }
 
-/// The in-memory file system the replay driver serves I/O from.
-struct Fs {
+/// The in-memory file system the replay driver serves I/O from (also used by the model-based
+/// test, `transports/tests/model.rs`). It panics when the core breaks the I/O contract: the
+/// config lock taken while held or released without being held, a write of an invalid job id.
+#[derive(Debug)]
+pub struct Fs {
     config: Option<String>,
     dirs: BTreeMap<PathBuf, BTreeMap<String, String>>,
     not_dirs: BTreeSet<PathBuf>,
@@ -569,7 +572,8 @@ struct Fs {
 }
 
 impl Fs {
-    fn new(scenario: &Scenario) -> Self {
+    /// The tree a scenario starts with: its config, directories and job records.
+    pub fn new(scenario: &Scenario) -> Self {
         Fs {
             config: scenario.config.clone(),
             dirs: scenario.dirs.clone(),
@@ -584,7 +588,8 @@ impl Fs {
         }
     }
 
-    fn apply(&mut self, request: &IoRequest, unix_now: f64) -> IoResult {
+    /// Performs one request at Unix time `unix_now` (the modification time of what it writes).
+    pub fn apply(&mut self, request: &IoRequest, unix_now: f64) -> IoResult {
         match request {
             IoRequest::ReadConfig { lock, .. } => {
                 if *lock {
@@ -673,6 +678,11 @@ impl Fs {
                 IoResult::Deleted { result: Ok(n) }
             }
         }
+    }
+
+    /// Whether the config lock is held.
+    pub fn config_locked(&self) -> bool {
+        self.lock_holders > 0
     }
 
     fn probe(&self, dir: &Path, markers: &[String], read: &[String], max_bytes: usize) -> DirProbe {

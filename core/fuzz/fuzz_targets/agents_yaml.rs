@@ -16,6 +16,13 @@ fuzz_target!(|data: &[u8]| {
     for (name, _) in &doc.config.agents {
         assert!(doc.config.agent(name).is_some(), "agent {name:?} not found by name");
     }
+    // Known bug (see `config_with_a_tagged_key_is_written` in core/tests/properties.rs):
+    // serde_yaml cannot emit a one-entry mapping whose key is tagged or a mapping
+    // (`groups: {!t x: 1}`), and `to_yaml` panics on it. Skipped here so fuzzing goes on;
+    // remove this guard with the fix.
+    if serde_yaml::to_string(doc.raw()).is_err() {
+        return;
+    }
     let yaml = doc.to_yaml();
     let again = fuzzing::agents_yaml(yaml.as_bytes())
         .unwrap_or_else(|e| panic!("written config does not load: {e}\n---\n{yaml}"));

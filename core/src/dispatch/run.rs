@@ -105,6 +105,15 @@ impl Core {
     /// Starts a run: takes a slot (or queues for one) and spawns when granted. A run that
     /// cannot start (a flag-looking value) is refused here, before anything is spawned.
     pub(crate) fn start_run(&mut self, plan: Plan) -> Result<ProcId, Box<DispatchResult>> {
+        if !self.is_serving() {
+            // A call whose config arrived after Shutdown: nothing new starts while draining.
+            let why = "The server is shutting down; nothing was started. Retry on the next server.";
+            return Err(Box::new(DispatchResult::preflight(
+                &plan.agent,
+                why.into(),
+                outcome::ErrorType::CliError,
+            )));
+        }
         let session_id = plan.resume.clone().unwrap_or_else(|| self.fresh_uuid());
         let session_arg = match &plan.resume {
             Some(id) => Session::Resume(id),

@@ -359,6 +359,9 @@ impl Core {
             Ok(doc) => doc,
             Err(e) => return Next::Done(e, true),
         };
+        if call.cancelled {
+            return Next::Done(Value::Null, true); // nobody will hear of it: create nothing
+        }
         let args = &call.args;
         let name = args.str("agent");
         let Some(agent) = doc.config.agent(name) else {
