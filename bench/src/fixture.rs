@@ -333,3 +333,11 @@ pub fn machine() -> Vec<String> {
         format!("kernel: Linux {kernel}"),
     ]
 }
+
+/// The 1-minute load average (`/proc/loadavg`), as text.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}

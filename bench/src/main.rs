@@ -265,6 +265,7 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
 
+    let load_before = fixture::load_average();
     let daemon = daemon_support(&rust_bin);
     let mut all = Vec::new();
     for target in &targets {
@@ -274,6 +275,7 @@ fn run(args: &Args) -> Result<(), String> {
         all.push(f);
     }
 
+    let load = format!("{load_before} before, {} after", fixture::load_average());
     print_report(
         &plan,
         &targets,
@@ -281,6 +283,7 @@ fn run(args: &Args) -> Result<(), String> {
         &world,
         python.is_some(),
         daemon.is_some(),
+        &load,
     );
     Ok(())
 }
@@ -790,6 +793,7 @@ fn print_report(
     world: &World,
     has_python: bool,
     has_daemon: bool,
+    load: &str,
 ) {
     let rust = &all[0];
     let py = all.get(1);
@@ -800,6 +804,7 @@ fn print_report(
     for line in fixture::machine() {
         println!("- {line}");
     }
+    println!("- load average (1 min): {load}");
     println!(
         "- Rust: `{}`{}",
         targets[0].program.display(),

@@ -15,7 +15,21 @@ pub fn options() -> Options {
     for warning in warnings {
         eprintln!("agent-dispatch: warning: {warning}");
     }
-    options
+    // The client line cap is a setting too; it is read once, at start (a broken or missing
+    // config keeps the default; the tools report the breakage).
+    let bytes = std::fs::read(&options.config_path).ok();
+    let doc = agent_dispatch_core::config::ConfigDoc::parse(
+        bytes.as_deref(),
+        &options.home,
+        &options.cwd,
+    );
+    let max_line_bytes = doc.map_or(options.max_line_bytes, |d| {
+        usize::try_from(d.config.settings.limits.max_line_bytes).unwrap_or(usize::MAX)
+    });
+    Options {
+        max_line_bytes,
+        ..options
+    }
 }
 
 /// Where the `claude` program is: [`claude_program`] looked up on `PATH` (doctor and init use

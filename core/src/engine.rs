@@ -50,6 +50,9 @@ pub struct Options {
     /// Exit after this long with no clients, no calls, no children and no running jobs
     /// (the daemon's optional idle exit). `None`: never.
     pub idle_exit: Option<Duration>,
+    /// The longest line a driver accepts from a client (`settings.limits.max_line_bytes`,
+    /// read when the server starts); a longer one is answered as a parse error.
+    pub max_line_bytes: usize,
 }
 
 impl Default for Options {
@@ -64,6 +67,7 @@ impl Default for Options {
             depth: 0,
             claude_program: "claude".to_string(),
             idle_exit: None,
+            max_line_bytes: crate::config::Limits::default().max_line_bytes as usize,
         }
     }
 }
@@ -118,6 +122,7 @@ impl Options {
             depth,
             claude_program,
             idle_exit: None,
+            max_line_bytes: crate::config::Limits::default().max_line_bytes as usize,
         };
         (options, warnings)
     }

@@ -8,12 +8,14 @@ use crate::lines::{LineReader, MAX_LINE};
 
 /// What a client line longer than [`MAX_LINE`] becomes: not JSON, so the core answers with a
 /// parse error instead of us buffering without limit.
-pub const OVERSIZED_LINE: &str = "<agent-dispatch: input line longer than 64 MiB was discarded>";
+pub const OVERSIZED_LINE: &str =
+    "<agent-dispatch: input line longer than settings.limits.max_line_bytes was discarded>";
 
 /// Feeds `ClientConnected`, then one `ClientLine` per line of `reader` (lossy UTF-8, `\r\n`
 /// accepted), then `ClientClosed` at EOF or on a read error. Returns when the client is done
-/// or nobody listens any more.
-pub async fn read_client<R>(client: ClientId, reader: R, inputs: &Sender<Input>)
+/// or nobody listens any more. A line longer than `max_line` bytes (capped at
+/// [`MAX_LINE`]) becomes [`OVERSIZED_LINE`] without being buffered.
+pub async fn read_client<R>(client: ClientId, reader: R, max_line: usize, inputs: &Sender<Input>)
 where
     R: AsyncRead + Unpin,
 {
@@ -24,7 +26,7 @@ where
     {
         return;
     }
-    let mut lines = LineReader::new(reader, MAX_LINE);
+    let mut lines = LineReader::new(reader, max_line.clamp(1024, MAX_LINE));
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) if line.truncated => OVERSIZED_LINE.to_owned(),
@@ -51,11 +53,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_line_over_the_cap_becomes_the_oversized_marker() {
+        let (tx, rx) = async_channel::unbounded();
+        let mut input = vec![b'x'; 3000];
+        input.extend_from_slice(b"\n{}\n");
+        smol::block_on(read_client(ClientId(1), &input[..], 2048, &tx));
+        drop(tx);
+        let lines: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|i| match i {
+                Input::ClientLine { line, .. } => Some(line),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lines, [OVERSIZED_LINE.to_string(), "{}".to_string()]);
+    }
+
+    #[test]
     fn lines_are_framed_by_connect_and_close() {
         let (tx, rx) = async_channel::unbounded();
         smol::block_on(read_client(
             ClientId(3),
             &b"{\"a\":1}\r\nbad \xff\n"[..],
+            MAX_LINE,
             &tx,
         ));
         drop(tx);

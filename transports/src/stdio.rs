@@ -45,6 +45,7 @@ where
     if options.seed == 0 {
         options.seed = fastrand::u64(1..);
     }
+    let max_line = options.max_line_bytes;
     let core = Core::new(options, Timestamp::ZERO);
     driver.executor().add_client(CLIENT, writer);
     let inputs = driver.inputs();
@@ -52,7 +53,7 @@ where
         crate::signals::forward_stop_signals(inputs.clone());
     }
     smol::spawn(async move {
-        read_client(CLIENT, reader, &inputs).await;
+        read_client(CLIENT, reader, max_line, &inputs).await;
         // stdio has one client: when it is gone, the server drains and exits.
         let _ = inputs.send(Input::Shutdown).await;
     })

@@ -265,6 +265,7 @@ pub async fn serve_on(mut options: Options, mut listener: Listener, stop_signals
     if options.seed == 0 {
         options.seed = fastrand::u64(1..);
     }
+    let max_line = options.max_line_bytes;
     let core = Core::new(options, Timestamp::ZERO);
     let inputs = driver.inputs();
     if stop_signals {
@@ -279,7 +280,11 @@ pub async fn serve_on(mut options: Options, mut listener: Listener, stop_signals
         ),
     );
     let connector = driver.connector();
-    let code = future::or(driver.run(core), accept(&socket, connector, inputs)).await;
+    let code = future::or(
+        driver.run(core),
+        accept(&socket, connector, max_line, inputs),
+    )
+    .await;
     drop(socket);
     let path = listener.path.clone();
     drop(listener);
@@ -295,6 +300,7 @@ pub async fn serve_on(mut options: Options, mut listener: Listener, stop_signals
 async fn accept(
     listener: &Async<UnixListener>,
     connector: Connector,
+    max_line: usize,
     inputs: Sender<Input>,
 ) -> i32 {
     let mut next = 0u64;
@@ -322,7 +328,7 @@ async fn accept(
         }
         let inputs = inputs.clone();
         smol::spawn(async move {
-            read_client(client, Half(stream), &inputs).await;
+            read_client(client, Half(stream), max_line, &inputs).await;
         })
         .detach();
     }

@@ -1382,12 +1382,31 @@ fn zz_stats() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
-    let strat = (prop::collection::vec(step(), 1..60), prop::collection::vec(behaviour(), 1..4));
+    let strat = (
+        prop::collection::vec(step(), 1..60),
+        prop::collection::vec(behaviour(), 1..4),
+    );
     let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
     for _ in 0..1000 {
         let (steps, ch) = strat.new_tree(&mut runner).unwrap().current();
         let ran = Model::run(&steps, &ch).unwrap();
-        for key in ["Spawn {", "Kill {", "signal: Kill", "Send {", "WriteJob", "WriteConfig", "\\\"success\\\":true", "\\\"success\\\":false", "notifications/progress", "dispatch_wait", "\\\"status\\\":\\\"done\\\"", "timed_out_waiting", "Server is shutting down", "isError\\\":true", "\\\"job_id\\\""] {
+        for key in [
+            "Spawn {",
+            "Kill {",
+            "signal: Kill",
+            "Send {",
+            "WriteJob",
+            "WriteConfig",
+            "\\\"success\\\":true",
+            "\\\"success\\\":false",
+            "notifications/progress",
+            "dispatch_wait",
+            "\\\"status\\\":\\\"done\\\"",
+            "timed_out_waiting",
+            "Server is shutting down",
+            "isError\\\":true",
+            "\\\"job_id\\\"",
+        ] {
             *totals.entry(key).or_default() += ran.effects.matches(key).count();
         }
         *totals.entry("cases").or_default() += 1;
