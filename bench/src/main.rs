@@ -805,13 +805,18 @@ fn print_report(
         println!("- {line}");
     }
     println!("- load average (1 min): {load}");
+    let root = workspace();
+    let rust_path = targets[0].program.strip_prefix(&root).map_or_else(
+        |_| targets[0].program.display().to_string(),
+        |p| p.display().to_string(),
+    );
     println!(
-        "- Rust: `{}`{}",
-        targets[0].program.display(),
+        "- Rust: `{rust_path}`{}",
         if has_python {
             format!("; Python: {py_label}")
         } else {
-            "; Python: not installed (figures and ratios n/a)".to_owned()
+            "; Python: not run (no venv, or --no-python): its figures and the ratios are n/a"
+                .to_owned()
         }
     );
     println!(
@@ -1007,10 +1012,6 @@ fn print_report(
     // stream
     let mb = plan.stream_mb as f64;
     let rate = |f: &Figures| f.stream_s.map(|s| mb / s);
-    let stream_ok = match (rate(rust), rust.stream_hwm) {
-        (Some(r), Some(h)) => Some(r >= 200.0 && (h as f64) < 40.0 * 1024.0),
-        _ => None,
-    };
     let fake_rate = fake_stream_rate(world).ok();
     row(
         &format!(
@@ -1028,7 +1029,7 @@ fn print_report(
             |x| format!("{} faster", fmt_ratio(x)),
         ),
         "≥ 200 MB/s",
-        verdict(stream_ok),
+        verdict(rate(rust).map(|r| r >= 200.0)),
     );
     let hwm = |f: &Figures| f.stream_hwm.map(|h| h as f64);
     row(
@@ -1037,7 +1038,7 @@ fn print_report(
         opt(py.and_then(hwm), fmt_kib),
         opt(ratio(hwm(rust), py.and_then(hwm)), fmt_ratio),
         "< 40 MB",
-        verdict(stream_ok),
+        verdict(rust.stream_hwm.map(|h| (h as f64) * 1024.0 < 40e6)),
     );
 
     // jobs

@@ -16,8 +16,11 @@ pub fn options() -> Options {
         eprintln!("agent-dispatch: warning: {warning}");
     }
     // The client line cap is a setting too; it is read once, at start (a broken or missing
-    // config keeps the default; the tools report the breakage).
-    let bytes = std::fs::read(&options.config_path).ok();
+    // config keeps the default; the tools report the breakage). Read like the server reads it:
+    // non-blocking and bounded, so a FIFO or a huge file cannot stall the start.
+    let bytes = agent_dispatch_transports::files::read_config(&options.config_path)
+        .ok()
+        .flatten();
     let doc = agent_dispatch_core::config::ConfigDoc::parse(
         bytes.as_deref(),
         &options.home,

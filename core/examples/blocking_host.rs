@@ -361,13 +361,39 @@ fn read_chunks(mut reader: impl Read, mut each: impl FnMut(String)) {
 
 // ============================== files ==============================
 
-/// A file's bytes; `None` when it does not exist.
+/// The config's bytes; `None` when it does not exist. Opened non-blocking (a FIFO must not
+/// hang the host) and read only when a regular file of at most `MAX_CONFIG_BYTES`.
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+    // O_NONBLOCK: std has no constant for it; a real host takes it from libc or rustix.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const O_NONBLOCK: i32 = 0o4000;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const O_NONBLOCK: i32 = 0x0004;
+    let shown = path.display();
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(format!("cannot read {shown}: {err}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|err| format!("cannot read {shown}: {err}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
     }
+    let limit = agent_dispatch_core::config::MAX_CONFIG_BYTES as u64;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read {shown}: {err}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("{shown} is larger than 4 MiB"));
+    }
+    Ok(Some(bytes))
 }
 
 /// Creates the folder of `path` (and its parents) 0700 when missing.

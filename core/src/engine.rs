@@ -319,6 +319,18 @@ impl Core {
                 }
                 self.on_line(client, &line);
             }
+            Input::ClientLineTooLong { client, limit } => {
+                if !self.clients.contains_key(&client) {
+                    return Err(CoreError::UnknownClient(client));
+                }
+                let message = format!(
+                    "Parse error: line longer than {limit} bytes (settings.limits.max_line_bytes); it was discarded"
+                );
+                self.send(
+                    client,
+                    jsonrpc::error_line(&Value::Null, jsonrpc::PARSE_ERROR, &message),
+                );
+            }
             Input::ClientClosed { client } => {
                 if self.clients.remove(&client).is_none() {
                     return Err(CoreError::UnknownClient(client));

@@ -15,6 +15,9 @@ pub enum Input {
     ClientConnected { client: ClientId },
     /// One raw line arrived from a client, without its newline; the core parses it.
     ClientLine { client: ClientId, line: String },
+    /// A client sent a line longer than the driver accepts (`limit` bytes); the line was
+    /// discarded unread. The core answers it with a parse error naming the limit.
+    ClientLineTooLong { client: ClientId, limit: usize },
     /// A client's input ended (EOF or a closed socket). Its running calls are cancelled.
     ClientClosed { client: ClientId },
     /// A child requested by `Effect::Spawn` is running. `pid` is for logs only.

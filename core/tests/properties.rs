@@ -743,9 +743,10 @@ fn json_object() -> impl Strategy<Value = Value> {
 #[test]
 #[ignore = "writes files; run by core/fuzz/run.sh"]
 fn fuzz_seeds() {
-    let out = PathBuf::from(
-        std::env::var_os("AGENT_DISPATCH_FUZZ_SEEDS").expect("set AGENT_DISPATCH_FUZZ_SEEDS"),
-    );
+    let Some(out) = std::env::var_os("AGENT_DISPATCH_FUZZ_SEEDS").map(PathBuf::from) else {
+        eprintln!("AGENT_DISPATCH_FUZZ_SEEDS is not set: no seeds written");
+        return;
+    };
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
     let mut seeds = Seeds::new(&out);
 
@@ -931,4 +932,37 @@ fn config_with_a_tagged_key_is_written() {
         let again = fuzzing::agents_yaml(yaml.as_bytes()).unwrap();
         assert_eq!(again.config, doc.config, "{text:?}");
     }
+}
+
+/// Finding (fuzz target `agents_yaml`): a tag with a `%xx` escape (`!a%5b`, `!x%2C`) loads, but
+/// serde_yaml writes it back decoded (`!a[`, `!x,`), which is not valid YAML: after any config
+/// write (`add_agent`, …) the file no longer loads and every tool fails until it is fixed by
+/// hand. A write should check that its text loads back to the same config, and refuse (an
+/// error reply) when it does not.
+#[test]
+#[ignore = "known bug: a config write can produce a file that does not load; un-ignore with the fix"]
+fn written_config_with_an_escaped_tag_loads() {
+    for text in ["x: !a%5b y\n", "agents: {}\ngroups: !x%2C y\n"] {
+        let doc = fuzzing::agents_yaml(text.as_bytes()).unwrap();
+        let yaml = doc.to_yaml();
+        let again = fuzzing::agents_yaml(yaml.as_bytes());
+        assert!(again.is_ok(), "{text:?} was written as {yaml:?}: {again:?}");
+    }
+}
+
+/// Finding (property `mcp_line_replies_once`, which for now counts only notifications with
+/// object params): a notification (a method, no id) whose `params` is not an object is
+/// answered with an `Invalid params` error with id null. JSON-RPC 2.0: "The Server MUST NOT
+/// reply to a Notification"; `jsonrpc::parse` checks `params` before it knows there is no
+/// id. Minor: a client sends no such thing on purpose, but it gets an unexpected line.
+#[test]
+#[ignore = "minor bug: a notification with non-object params is answered; un-ignore with the fix"]
+fn notification_with_array_params_gets_no_reply() {
+    let line = r#"{"jsonrpc":"2.0","method":"notifications/initialized","params":[1]}"#;
+    let effects = fuzzing::mcp_line(line).unwrap();
+    let sent: Vec<&Effect> = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Send { .. }))
+        .collect();
+    assert!(sent.is_empty(), "{sent:?}");
 }

@@ -12,9 +12,10 @@ pub const OVERSIZED_LINE: &str =
     "<agent-dispatch: input line longer than settings.limits.max_line_bytes was discarded>";
 
 /// Feeds `ClientConnected`, then one `ClientLine` per line of `reader` (lossy UTF-8, `\r\n`
-/// accepted), then `ClientClosed` at EOF or on a read error. Returns when the client is done
-/// or nobody listens any more. A line longer than `max_line` bytes (capped at
-/// [`MAX_LINE`]) becomes [`OVERSIZED_LINE`] without being buffered.
+/// accepted); a line longer than `max_line` bytes (capped at [`MAX_LINE`]) becomes
+/// `ClientLineTooLong`. Returns at EOF or on a read error (or when nobody listens any more);
+/// what the end of a client's input means is the caller's to say (`ClientClosed` for a
+/// socket, `Shutdown` for stdio).
 pub async fn read_client<R>(client: ClientId, reader: R, max_line: usize, inputs: &Sender<Input>)
 where
     R: AsyncRead + Unpin,
@@ -26,26 +27,25 @@ where
     {
         return;
     }
-    let mut lines = LineReader::new(reader, max_line.clamp(1024, MAX_LINE));
+    let limit = max_line.clamp(1024, MAX_LINE);
+    let mut lines = LineReader::new(reader, limit);
     loop {
-        let line = match lines.next_line().await {
-            Ok(Some(line)) if line.truncated => OVERSIZED_LINE.to_owned(),
-            Ok(Some(line)) => line.into_text(),
+        let input = match lines.next_line().await {
+            Ok(Some(line)) if line.truncated => Input::ClientLineTooLong { client, limit },
+            Ok(Some(line)) => Input::ClientLine {
+                client,
+                line: line.into_text(),
+            },
             Ok(None) => break,
             Err(err) => {
                 crate::log(LogLevel::Warn, &format!("{client}: read failed: {err}"));
                 break;
             }
         };
-        if inputs
-            .send(Input::ClientLine { client, line })
-            .await
-            .is_err()
-        {
+        if inputs.send(input).await.is_err() {
             return;
         }
     }
-    let _ = inputs.send(Input::ClientClosed { client }).await;
 }
 
 #[cfg(test)]
@@ -53,23 +53,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_line_over_the_cap_becomes_the_oversized_marker() {
+    fn a_line_over_the_cap_is_reported_not_delivered() {
         let (tx, rx) = async_channel::unbounded();
         let mut input = vec![b'x'; 3000];
         input.extend_from_slice(b"\n{}\n");
         smol::block_on(read_client(ClientId(1), &input[..], 2048, &tx));
         drop(tx);
-        let lines: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
-            .filter_map(|i| match i {
-                Input::ClientLine { line, .. } => Some(line),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(lines, [OVERSIZED_LINE.to_string(), "{}".to_string()]);
+        let got: Vec<Input> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let c = ClientId(1);
+        assert_eq!(
+            got,
+            vec![
+                Input::ClientConnected { client: c },
+                Input::ClientLineTooLong {
+                    client: c,
+                    limit: 2048
+                },
+                Input::ClientLine {
+                    client: c,
+                    line: "{}".into()
+                },
+            ]
+        );
     }
 
     #[test]
-    fn lines_are_framed_by_connect_and_close() {
+    fn lines_follow_connect_and_the_end_is_the_callers() {
         let (tx, rx) = async_channel::unbounded();
         smol::block_on(read_client(
             ClientId(3),
@@ -92,7 +101,6 @@ mod tests {
                     client: c,
                     line: "bad \u{FFFD}".into()
                 },
-                Input::ClientClosed { client: c },
             ]
         );
     }

@@ -99,6 +99,9 @@ pub struct Step {
     /// The client connects (client 0 connects implicitly at start).
     #[serde(default)]
     pub connect: bool,
+    /// The client sends a line longer than the driver's limit of this many bytes.
+    #[serde(default)]
+    pub line_too_long: Option<usize>,
     /// The client closes its input.
     #[serde(default)]
     pub close: bool,
@@ -277,6 +280,9 @@ impl Driver {
                     line: line.clone(),
                 },
             );
+        }
+        if let Some(limit) = step.line_too_long {
+            self.feed(at, Input::ClientLineTooLong { client, limit });
         }
         if step.close {
             self.feed(at, Input::ClientClosed { client });
@@ -773,6 +779,9 @@ fn describe_input(input: &Input) -> String {
         Input::ClientConnected { client } => format!("{client} connected"),
         Input::ClientLine { client, line } => format!("{client} {line}"),
         Input::ClientClosed { client } => format!("{client} closed"),
+        Input::ClientLineTooLong { client, limit } => {
+            format!("{client} line longer than {limit} bytes (discarded)")
+        }
         Input::Shutdown => "shutdown".into(),
         Input::Timeout => "timeout".into(),
         Input::IoDone { op, result } => format!("io {op} done: {}", describe_result(result)),

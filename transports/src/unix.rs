@@ -329,6 +329,8 @@ async fn accept(
         let inputs = inputs.clone();
         smol::spawn(async move {
             read_client(client, Half(stream), max_line, &inputs).await;
+            // A socket client that hung up is gone: its calls are cancelled.
+            let _ = inputs.send(Input::ClientClosed { client }).await;
         })
         .detach();
     }

@@ -1,23 +1,27 @@
 //! Model-based test of the core (proptest): random sequences of what the world can do —
 //! clients connecting, sending requests, garbage and cancellations, leaving; children
 //! printing, closing their pipes, exiting, failing to start, ignoring SIGTERM, leaving a
-//! descendant that holds the pipes; file work finishing in any order; time passing, deadlines
-//! firing on time, late or early; shutdown — run through a `Core` by a model driver that
-//! answers file work from the replay driver's in-memory tree (`replay::Fs`).
+//! descendant that holds the pipes; file work finishing in any order, or failing; time
+//! passing, deadlines firing on time, late or early; shutdown — run through a `Core` by a
+//! model driver that answers file work from the replay driver's in-memory tree (`replay::Fs`).
 //!
 //! After every step: no driver-contract error, no panic, no effect after `Exit`; every line
-//! sent is one line of JSON-RPC, to a connected client, a notification or the first reply to
-//! a request that client sent; `Kill` only for children that were spawned; no more children
-//! hold a slot (spawned, not yet reported exited) than `max_concurrency`; the deadline is
-//! never in the past, and a `Timeout` never leaves one due (a driver would spin); the config
-//! lock is never taken twice (the tree checks). At the end the clients leave, `Shutdown`
-//! comes, the world answers everything and time runs: the core must exit, every request must
-//! have had exactly one reply (unless cancelled or its client left), every child must be
-//! reaped, no file work may be left, and no job record may be left pending or running.
-//! The same sequence run twice gives the same effects (determinism).
+//! sent is one line of JSON-RPC, to a connected client: a notification (progress only for a
+//! request of that client still without its reply) or the first reply to a request that
+//! client sent; `Kill` only for children that were spawned; no more children hold a slot
+//! (spawned, not yet reported exited) than `max_concurrency`; the deadline is never in the
+//! past, and a `Timeout` never leaves one due (a driver would spin); the config lock is never
+//! taken twice nor released unheld (the tree checks).
 //!
-//! Case counts: `PROPTEST_CASES` (default 256, which CI runs in a few seconds); a long local
-//! run: `PROPTEST_CASES=20000 cargo test --release -p agent-dispatch-transports --test model`.
+//! At the end the world goes quiet (everything owed is reported, every deadline runs): every
+//! child must be reaped and no job record left pending or running. Then the clients leave and
+//! `Shutdown` comes: the core must exit, every request must have had exactly one reply (unless
+//! cancelled or its client left), no file work may be left, the lock must be free. The same
+//! sequence run twice gives the same effects (determinism).
+//!
+//! Case counts: `PROPTEST_CASES` (default 256: about 3 s in a debug build) and `MODEL_STEPS`
+//! (the longest sequence, default 60). A long local run:
+//! `PROPTEST_CASES=100000 MODEL_STEPS=150 cargo test --release -p agent-dispatch-transports --test model`.
 //! A failure shrinks to a short list of steps and prints the last inputs and effects.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -26,7 +30,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_dispatch_core::{
-    ClientId, Core, Effect, ExitStatus, Input, IoRequest, OpId, Options, ProcId, Signal,
+    ClientId, Core, Effect, ExitStatus, Input, IoRequest, IoResult, OpId, Options, ProcId, Signal,
     SpawnError, SpawnErrorKind, Timestamp,
 };
 use agent_dispatch_transports::replay::{Fs, Scenario};
@@ -93,27 +97,67 @@ proptest! {
 
     #[test]
     fn core_keeps_its_invariants(
-        steps in prop::collection::vec(step(), 1..60),
+        steps in prop::collection::vec(step(), 1..max_steps()),
         children in prop::collection::vec(behaviour(), 1..4),
+        idle_exit in prop::bool::weighted(0.3),
     ) {
-        let first = Model::run(&steps, &children);
+        let first = Model::run(&steps, &children, idle_exit);
         prop_assert!(first.is_ok(), "{}", first.unwrap_err());
-        let second = Model::run(&steps, &children);
+        let second = Model::run(&steps, &children, idle_exit);
         prop_assert!(second.is_ok(), "{}", second.unwrap_err());
         prop_assert_eq!(first.unwrap(), second.unwrap(), "the same steps gave other effects");
     }
+}
+
+/// The longest step list: `MODEL_STEPS` (default 60).
+fn max_steps() -> usize {
+    std::env::var("MODEL_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
 }
 
 // ---- regressions: minimal cases the property found ----------------------------------------
 
 /// Runs fixed steps (with children that behave) and returns the failure, if any.
 fn replay_steps(steps: &[Step]) -> Result<Ran, Failure> {
+    replay_steps_idle(steps, false)
+}
+
+/// Like `replay_steps`, optionally with the daemon's idle exit.
+fn replay_steps_idle(steps: &[Step], idle_exit: bool) -> Result<Ran, Failure> {
     let plain = [Behaviour {
         fails: None,
         ignores_term: false,
         descendant_holds_pipes: false,
     }];
-    Model::run(steps, &plain)
+    Model::run(steps, &plain, idle_exit)
+}
+
+/// Finding: `dispatch_async` is cancelled while its pending record is being written, and
+/// that write fails. `job_written` only cancels the job when the write succeeded; with the
+/// error it hands `JobSaved` to the call, which `cancel_call` already dropped (the write is
+/// owned by the job, so the call did not count as waiting for I/O). Nobody forgets the job:
+/// it stays `pending` in `jobs.owned` for the life of the server, so the daemon's idle exit
+/// never fires (`is_idle` wants every owned job terminal). Expected: the job is forgotten
+/// (or cancelled) whatever the write's result, and the idle daemon exits.
+#[test]
+#[ignore = "known bug: a cancelled dispatch_async whose write fails keeps the daemon from idling; un-ignore with the fix"]
+fn cancelled_async_with_a_failed_write_lets_the_daemon_idle() {
+    // Recovery's config read is op#1; the dispatch_async's is next, then its record write.
+    let steps = [
+        Step::Send {
+            client: 0,
+            msg: Msg::Async(Agent::A),
+        },
+        Step::Deliver { which: 1 },
+        Step::Cancel {
+            client: 0,
+            which: 0,
+        },
+        Step::FailIo { which: 1 },
+    ];
+    replay_steps_idle(&steps, true).unwrap();
 }
 
 /// Finding: `dispatch_async` is cancelled (`notifications/cancelled`, or its client leaves)
@@ -208,6 +252,9 @@ enum Step {
     /// One piece of owed news reaches the core: a file operation finishes, or a child's
     /// start or death (after a signal) is reported.
     Deliver { which: usize },
+    /// A pending file operation fails (a full disk, a permission problem): it reports an
+    /// error, with the effect a real failure has (a failed config write still unlocks).
+    FailIo { which: usize },
     /// Everything owed is reported.
     DeliverAll,
     /// Time passes; every deadline on the way fires on time.
@@ -330,17 +377,18 @@ struct Behaviour {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        1 => Just(Step::Connect),
-        12 => (0..3usize, msg()).prop_map(|(client, msg)| Step::Send { client, msg }),
-        2 => (0..3usize, 0..4usize).prop_map(|(client, which)| Step::Cancel { client, which }),
-        1 => (0..3usize).prop_map(|client| Step::Close { client }),
-        12 => (0..4usize, child_act()).prop_map(|(child, act)| Step::Child { child, act }),
-        6 => (0..8usize).prop_map(|which| Step::Deliver { which }),
-        3 => Just(Step::DeliverAll),
-        5 => prop::sample::select(vec![1u64, 50, 150, 999, 1_000, 2_100, 5_000, 11_000, 31_000, 301_000])
+        4 => Just(Step::Connect),
+        48 => (0..3usize, msg()).prop_map(|(client, msg)| Step::Send { client, msg }),
+        8 => (0..3usize, 0..4usize).prop_map(|(client, which)| Step::Cancel { client, which }),
+        3 => (0..3usize).prop_map(|client| Step::Close { client }),
+        48 => (0..4usize, child_act()).prop_map(|(child, act)| Step::Child { child, act }),
+        24 => (0..8usize).prop_map(|which| Step::Deliver { which }),
+        3 => (0..8usize).prop_map(|which| Step::FailIo { which }),
+        12 => Just(Step::DeliverAll),
+        20 => prop::sample::select(vec![1u64, 50, 150, 999, 1_000, 2_100, 5_000, 11_000, 31_000, 301_000])
             .prop_map(|ms| Step::Advance { ms }),
-        1 => prop::sample::select(vec![0u64, 1, 700, 4_000]).prop_map(|ms| Step::Late { ms }),
-        1 => Just(Step::Early),
+        4 => prop::sample::select(vec![0u64, 1, 700, 4_000]).prop_map(|ms| Step::Late { ms }),
+        4 => Just(Step::Early),
         1 => Just(Step::Shutdown),
     ]
 }
@@ -493,8 +541,10 @@ struct Child {
 struct Request {
     replies: usize,
     excused: bool,
-    /// The tool a `tools/call` named.
-    tool: Option<String>,
+    /// The client sent `notifications/cancelled` for it (before any reply).
+    cancelled: bool,
+    /// The `_meta.progressToken` it carried (as JSON text).
+    progress_token: Option<String>,
 }
 
 struct Model<'a> {
@@ -512,6 +562,13 @@ struct Model<'a> {
     news: BTreeMap<ProcId, VecDeque<Input>>,
     children: BTreeMap<ProcId, Child>,
     job_ids: Vec<String>,
+    /// The last status a reply gave for each job.
+    job_status: BTreeMap<String, String>,
+    /// Jobs a record write of which failed: their file may stay behind.
+    failed_job_writes: BTreeSet<String>,
+    idle_exit: bool,
+    /// Listing or reading the records failed (start-up recovery may not have run).
+    reading_jobs_failed: bool,
     shut_down: bool,
     spawned_after_shutdown: usize,
     trace: Vec<String>,
@@ -531,7 +588,9 @@ macro_rules! ensure {
 
 impl<'a> Model<'a> {
     /// Runs the steps, then settles and shuts down.
-    fn run(steps: &[Step], behaviours: &'a [Behaviour]) -> Result<Ran, Failure> {
+    /// With `idle_exit`, the core runs as the daemon may: it exits on its own after 60 s
+    /// with no clients and no work.
+    fn run(steps: &[Step], behaviours: &'a [Behaviour], idle_exit: bool) -> Result<Ran, Failure> {
         let scenario: Scenario = serde_yaml::from_str(WORLD).expect("the world parses");
         let options = Options {
             config_path: PathBuf::from(agent_dispatch_transports::replay::CONFIG_PATH),
@@ -540,6 +599,7 @@ impl<'a> Model<'a> {
             cwd: PathBuf::from("/home/user"),
             seed: 11,
             unix_time_at_epoch: UNIX_AT_START,
+            idle_exit: idle_exit.then_some(Duration::from_secs(60)),
             ..Options::default()
         };
         let mut model = Model {
@@ -556,6 +616,10 @@ impl<'a> Model<'a> {
             news: BTreeMap::new(),
             children: BTreeMap::new(),
             job_ids: Vec::new(),
+            job_status: BTreeMap::new(),
+            failed_job_writes: BTreeSet::new(),
+            idle_exit,
+            reading_jobs_failed: false,
             shut_down: false,
             spawned_after_shutdown: 0,
             trace: Vec::new(),
@@ -623,6 +687,7 @@ impl<'a> Model<'a> {
                 .to_string();
                 if let Some(r) = self.requests.get_mut(&(client, id)) {
                     r.excused = true;
+                    r.cancelled = true;
                 }
                 self.send(client, line)?;
             }
@@ -638,6 +703,12 @@ impl<'a> Model<'a> {
                 if !candidates.is_empty() {
                     let pick = candidates[which % candidates.len()];
                     self.deliver(pick)?;
+                }
+            }
+            Step::FailIo { which } => {
+                if !self.io.is_empty() {
+                    let i = which % self.io.len();
+                    self.fail_io(i)?;
                 }
             }
             Step::DeliverAll => self.deliver_all()?,
@@ -675,6 +746,23 @@ impl<'a> Model<'a> {
                 break;
             }
             self.close(client)?;
+        }
+        if self.idle_exit && !self.shut_down {
+            // The daemon's idle exit: with nobody left and nothing to do, it exits by itself.
+            self.quiesce()?;
+            // Known bug (`cancelled_async_with_a_failed_write_lets_the_daemon_idle`): a job
+            // whose first write failed after its dispatch_async was cancelled is never
+            // forgotten. Tolerated so the search goes on; set to false with the fix.
+            const TOLERATE_STUCK_ASYNC: bool = true;
+            let stuck_async = self
+                .failed_job_writes
+                .iter()
+                .any(|id| !self.job_ids.contains(id));
+            ensure!(
+                self,
+                self.exited || (TOLERATE_STUCK_ASYNC && stuck_async),
+                "no idle exit with no clients and no work"
+            );
         }
         if !self.exited {
             self.shutdown()?;
@@ -757,7 +845,7 @@ impl<'a> Model<'a> {
             },
             UNIX_AT_START,
         );
-        let agent_dispatch_core::IoResult::JobList { result: Ok(files) } = listing else {
+        let IoResult::JobList { result: Ok(files) } = listing else {
             return Err(self.fail("listing the jobs failed".into()));
         };
         let ids: Vec<String> = files.into_iter().map(|f| f.id).collect();
@@ -768,28 +856,17 @@ impl<'a> Model<'a> {
             },
             UNIX_AT_START,
         );
-        let agent_dispatch_core::IoResult::Jobs { records } = read else {
+        let IoResult::Jobs { records } = read else {
             return Err(self.fail("reading the jobs failed".into()));
         };
-        // Known bug (`async_cancelled_while_its_record_is_written`): each dispatch_async
-        // cancelled before its reply may leave a pending job nobody heard of. Tolerated here
-        // so the search goes on; set to false with the fix.
-        const TOLERATE_ORPHANED_ASYNC: bool = true;
-        let mut orphans_allowed = self
-            .requests
-            .values()
-            .filter(|r| r.tool.as_deref() == Some("dispatch_async") && r.excused && r.replies == 0)
-            .count();
         for (id, text) in ids.iter().zip(records) {
             let text = text.ok().flatten().unwrap_or_default();
             let status = agent_dispatch_core::jobs::record_status(&text);
-            let orphan = TOLERATE_ORPHANED_ASYNC
-                && status == Some(agent_dispatch_core::jobs::JobStatus::Pending)
-                && !self.job_ids.contains(id)
-                && orphans_allowed > 0;
-            if orphan {
-                orphans_allowed -= 1;
-                continue;
+            if self.failed_job_writes.contains(id) {
+                continue; // a write failed: the file may be stale
+            }
+            if self.reading_jobs_failed && *id == "a".repeat(32) {
+                continue; // recovery could not read the stale record
             }
             ensure!(
                 self,
@@ -812,12 +889,13 @@ impl<'a> Model<'a> {
             let id = msg.get("id").filter(|id| id.is_string() || id.is_i64());
             let is_response = msg.get("method").is_none();
             if let (Some(id), false) = (id, is_response) {
-                let tool = msg
+                let progress_token = msg
                     .get("params")
-                    .and_then(|p| p["name"].as_str())
-                    .map(str::to_owned);
+                    .and_then(|p| p.get("_meta"))
+                    .and_then(|m| m.get("progressToken"))
+                    .map(Value::to_string);
                 let request = Request {
-                    tool,
+                    progress_token,
                     ..Request::default()
                 };
                 self.requests.insert((client, id.to_string()), request);
@@ -1059,18 +1137,58 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
+    /// Answers pending file operation `i` with an error. The config lock behaves as in the
+    /// real driver: a locked read takes it even when the read fails, a failed write releases it.
+    fn fail_io(&mut self, i: usize) -> Checked {
+        let (op, request) = self.io.remove(i);
+        let why = || "Permission denied (os error 13)".to_string();
+        let result = match &request {
+            IoRequest::ReadConfig { .. } => {
+                let _ = self.fs_apply(&request)?; // the lock, if asked for
+                IoResult::Config { result: Err(why()) }
+            }
+            IoRequest::WriteConfig { path, .. } => {
+                let unlock = IoRequest::UnlockConfig { path: path.clone() };
+                let _ = self.fs_apply(&unlock)?;
+                IoResult::Written { result: Err(why()) }
+            }
+            IoRequest::UnlockConfig { .. } | IoRequest::ProbeDirs { .. } => {
+                self.fs_apply(&request)? // these do not fail
+            }
+            IoRequest::WriteJob { id, .. } => {
+                self.failed_job_writes.insert(id.clone());
+                IoResult::Written { result: Err(why()) }
+            }
+            IoRequest::ListJobs { .. } => {
+                self.reading_jobs_failed = true;
+                IoResult::JobList { result: Err(why()) }
+            }
+            IoRequest::ReadJobs { ids, .. } => {
+                self.reading_jobs_failed = true;
+                IoResult::Jobs {
+                    records: ids.iter().map(|_| Err(why())).collect(),
+                }
+            }
+            IoRequest::DeleteJobs { .. } => IoResult::Deleted { result: Err(why()) },
+        };
+        self.feed(Input::IoDone { op, result })
+    }
+
+    /// Performs a request on the in-memory tree, which panics when the core breaks the
+    /// I/O contract.
+    fn fs_apply(&mut self, request: &IoRequest) -> Checked<IoResult> {
+        let unix_now = UNIX_AT_START + self.now.as_duration().as_secs_f64();
+        let fs = &mut self.fs;
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fs.apply(request, unix_now)));
+        result.map_err(|_| self.fail(format!("the file system refused {request:?}")))
+    }
+
     fn deliver(&mut self, pick: Pick) -> Checked {
         let input = match pick {
             Pick::Io(i) => {
                 let (op, request) = self.io.remove(i);
-                let unix_now = UNIX_AT_START + self.now.as_duration().as_secs_f64();
-                let fs = &mut self.fs;
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    fs.apply(&request, unix_now)
-                }));
-                let Ok(result) = result else {
-                    return Err(self.fail(format!("the file system refused {request:?}")));
-                };
+                let result = self.fs_apply(&request)?;
                 Input::IoDone { op, result }
             }
             Pick::Proc(proc) => {
@@ -1256,6 +1374,21 @@ impl<'a> Model<'a> {
                 msg.get("id").is_none(),
                 "the server sent a request: {line}"
             );
+            if msg["method"] == "notifications/progress" {
+                // Progress belongs to a request of this client that has no reply yet.
+                let token = msg["params"]["progressToken"].to_string();
+                let owner = self.requests.iter().find(|((c, _), r)| {
+                    *c == client.0 && r.progress_token.as_deref() == Some(token.as_str())
+                });
+                let Some((_, request)) = owner else {
+                    return Err(self.fail(format!("progress for no request of {client}: {line}")));
+                };
+                ensure!(
+                    self,
+                    request.replies == 0,
+                    "progress after the reply: {line}"
+                );
+            }
             return Ok(());
         }
         let id = &msg["id"];
@@ -1267,16 +1400,59 @@ impl<'a> Model<'a> {
             return Err(self.fail(format!("reply to a request never sent: {line}")));
         };
         request.replies += 1;
-        let replies = request.replies;
+        let (replies, cancelled) = (request.replies, request.cancelled);
         ensure!(
             self,
             replies == 1,
             "reply #{replies} to request {id} of {client}: {line}"
         );
-        // Learn job ids the core hands out, so later steps can ask about them.
-        if let Some(job) = msg["result"]["structuredContent"]["job_id"].as_str() {
+        ensure!(
+            self,
+            !cancelled,
+            "a reply after notifications/cancelled: {line}"
+        );
+        let result = &msg["result"];
+        if let Some(content) = result.get("content") {
+            // A tool result: the text and `structuredContent` carry the same value.
+            let text = content[0]["text"].as_str().unwrap_or_default();
+            let Ok(value) = serde_json::from_str::<Value>(text) else {
+                return Err(self.fail(format!("tool result text is not JSON: {line}")));
+            };
+            let expected = if value.is_object() {
+                value
+            } else {
+                json!({ "result": value })
+            };
+            ensure!(
+                self,
+                result["structuredContent"] == expected,
+                "structuredContent differs from the text: {line}"
+            );
+        }
+        let structured = &result["structuredContent"];
+        if let Some(job) = structured["job_id"].as_str() {
+            // Learn job ids the core hands out, so later steps can ask about them.
             if !self.job_ids.iter().any(|j| j == job) {
                 self.job_ids.push(job.to_owned());
+            }
+            // A job's status only moves forward; a finished job stays as it finished.
+            if let Some(status) = structured["status"].as_str() {
+                let rank = |s: &str| match s {
+                    "pending" => 0,
+                    "running" => 1,
+                    _ => 2,
+                };
+                // (Unless a record write failed: the core then forgets the job and reports
+                // what the file says.)
+                let written = !self.failed_job_writes.contains(job);
+                if let Some(before) = self.job_status.get(job).filter(|_| written) {
+                    ensure!(
+                        self,
+                        rank(before) < rank(status) || before == status,
+                        "job {job} went from {before} to {status}: {line}"
+                    );
+                }
+                self.job_status.insert(job.to_owned(), status.to_owned());
             }
         }
         Ok(())
@@ -1375,41 +1551,4 @@ fn clip(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
-}
-
-#[test]
-fn zz_stats() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
-    let mut runner = TestRunner::deterministic();
-    let strat = (
-        prop::collection::vec(step(), 1..60),
-        prop::collection::vec(behaviour(), 1..4),
-    );
-    let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
-    for _ in 0..1000 {
-        let (steps, ch) = strat.new_tree(&mut runner).unwrap().current();
-        let ran = Model::run(&steps, &ch).unwrap();
-        for key in [
-            "Spawn {",
-            "Kill {",
-            "signal: Kill",
-            "Send {",
-            "WriteJob",
-            "WriteConfig",
-            "\\\"success\\\":true",
-            "\\\"success\\\":false",
-            "notifications/progress",
-            "dispatch_wait",
-            "\\\"status\\\":\\\"done\\\"",
-            "timed_out_waiting",
-            "Server is shutting down",
-            "isError\\\":true",
-            "\\\"job_id\\\"",
-        ] {
-            *totals.entry(key).or_default() += ran.effects.matches(key).count();
-        }
-        *totals.entry("cases").or_default() += 1;
-    }
-    println!("{totals:#?}");
 }

@@ -483,18 +483,9 @@ impl McpServer {
         config: &Path,
         env: &[(String, String)],
     ) -> McpServer {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .current_dir(&scratch.path)
-            .env("HOME", scratch.dir("home"))
-            .env("XDG_CONFIG_HOME", scratch.join("home/.config"));
-        scrub_env(&mut cmd)
-            .env("AGENT_DISPATCH_JOBS_DIR", jobs_dir(scratch))
-            .env("AGENT_DISPATCH_CONFIG", config);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = command_in(scratch, config, env);
         let mut child = cmd
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -649,6 +640,56 @@ impl McpServer {
         self.call_within(name, arguments, CALL_LIMIT).0
     }
 
+    /// Writes `bytes` to the server's stdin exactly as given (no newline is added), so a test
+    /// can send what no JSON encoder would: invalid UTF-8, a BOM, half a line, or one huge
+    /// line in chunks.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .expect("write to the server's stdin");
+    }
+
+    /// The next message the server writes, waiting at most `limit`. Unlike
+    /// [`McpServer::reply_within`] it neither panics nor kills the server: `Err` says what
+    /// happened (nothing within the limit, stdout closed, a line that is not JSON).
+    pub fn try_next_message(&mut self, limit: Duration) -> Result<Value, String> {
+        match self.lines.recv_timeout(limit) {
+            Ok(line) => serde_json::from_str(&line)
+                .map_err(|e| format!("server stdout line is not JSON ({e}): {line:?}")),
+            Err(RecvTimeoutError::Timeout) => Err(format!("no message within {limit:?}")),
+            Err(RecvTimeoutError::Disconnected) => Err("the server closed stdout".to_owned()),
+        }
+    }
+
+    /// Waits at most `limit` for the reply whose `id` is `id` (any JSON value, `null` for a
+    /// line the server could not read an id from); what arrives before it goes to
+    /// [`McpServer::other`]. `Err` (the server keeps running) when none came.
+    pub fn try_reply_to(&mut self, id: &Value, limit: Duration) -> Result<Value, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = self
+                .try_next_message(left)
+                .map_err(|e| format!("waiting for the reply to id {}: {e}", short_json(id)))?;
+            if message.get("method").is_none() && message.get("id") == Some(id) {
+                return Ok(message);
+            }
+            self.other.push(message);
+        }
+    }
+
+    /// Whether the server process is still running (not exited, not killed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The server's memory now (see [`Memory::of`]).
+    pub fn memory(&self) -> Memory {
+        Memory::of(self.pid()).expect("the server is running")
+    }
+
     /// The server's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -679,6 +720,24 @@ impl Drop for McpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The binary under test as [`McpServer::start`] runs it, without arguments yet: in `scratch`,
+/// with HOME and the jobs folder inside it, `AGENT_DISPATCH_CONFIG=config`, and `env` on top
+/// (which may override the jobs folder). A command-line process built this way shares the
+/// server's config and jobs folder.
+pub fn command_in(scratch: &Scratch, config: &Path, env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(&scratch.path)
+        .env("HOME", scratch.dir("home"))
+        .env("XDG_CONFIG_HOME", scratch.join("home/.config"));
+    scrub_env(&mut cmd)
+        .env("AGENT_DISPATCH_JOBS_DIR", jobs_dir(scratch))
+        .env("AGENT_DISPATCH_CONFIG", config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
 /// The JSON object a tool returned: `structuredContent` when it is an object, else the JSON
@@ -837,4 +896,72 @@ pub fn group_members(pgid: u32) -> Vec<ProcStat> {
         .filter_map(ProcStat::of)
         .filter(|p| p.pgrp == pgid && p.is_live())
         .collect()
+}
+
+/// A JSON value for a message: cut after 200 characters.
+pub fn short_json(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// memory
+
+/// A process's resident memory from `/proc/<pid>/status`: now (`VmRSS`) and the peak since it
+/// started (`VmHWM`, the high-water mark), in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub peak_kib: u64,
+}
+
+impl Memory {
+    /// `None` when there is no such process (or no `/proc`).
+    pub fn of(pid: u32) -> Option<Memory> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        };
+        Some(Memory {
+            rss_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+        })
+    }
+
+    /// The peak in MB (10^6 bytes), the unit of the bounds.
+    pub fn peak_mb(&self) -> f64 {
+        self.peak_kib as f64 * 1024.0 / 1e6
+    }
+
+    /// The current resident size in MB (10^6 bytes).
+    pub fn rss_mb(&self) -> f64 {
+        self.rss_kib as f64 * 1024.0 / 1e6
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "peak RSS {:.1} MB, RSS now {:.1} MB",
+            self.peak_mb(),
+            self.rss_mb()
+        )
+    }
+}
+
+/// Writes a line to the real stderr (libtest captures `eprintln!` of passing tests, and the
+/// measured figures should be seen).
+pub fn report_line(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

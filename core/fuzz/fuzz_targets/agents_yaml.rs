@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for (name, _) in &doc.config.agents {
-        assert!(doc.config.agent(name).is_some(), "agent {name:?} not found by name");
+        assert!(
+            doc.config.agent(name).is_some(),
+            "agent {name:?} not found by name"
+        );
     }
     // Known bug (see `config_with_a_tagged_key_is_written` in core/tests/properties.rs):
     // serde_yaml cannot emit a one-entry mapping whose key is tagged or a mapping
@@ -24,8 +27,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let yaml = doc.to_yaml();
-    let again = fuzzing::agents_yaml(yaml.as_bytes())
-        .unwrap_or_else(|e| panic!("written config does not load: {e}\n---\n{yaml}"));
-    assert_eq!(again.config, doc.config, "config changed by a write:\n{yaml}");
+    let again = match fuzzing::agents_yaml(yaml.as_bytes()) {
+        Ok(again) => again,
+        // Known bug (see `written_config_with_an_escaped_tag_loads` in core/tests/properties.rs):
+        // serde_yaml writes a tag's `%xx` escapes decoded (`!a%5b` becomes `!a[`), which does not
+        // load. Skipped here so fuzzing goes on; remove this guard with the fix.
+        Err(_) if data.contains(&b'%') => return,
+        Err(e) => panic!("written config does not load: {e}\n---\n{yaml}"),
+    };
+    assert_eq!(
+        again.config, doc.config,
+        "config changed by a write:\n{yaml}"
+    );
     assert_eq!(again.to_yaml(), yaml, "second write differs");
 });

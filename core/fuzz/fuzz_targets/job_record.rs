@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(record.id, ID);
-    assert_eq!(jobs::record_status(&text), Some(record.status), "loose status differs");
+    assert_eq!(
+        jobs::record_status(&text),
+        Some(record.status),
+        "loose status differs"
+    );
     let written = record.to_json_pretty();
     let again = fuzzing::job_record(ID, &written)
         .unwrap_or_else(|e| panic!("written record does not load: {e}\n{written}"));

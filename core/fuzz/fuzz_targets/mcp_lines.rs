@@ -178,7 +178,10 @@ impl World {
     }
 
     fn check_send(&mut self, line: &str) {
-        assert!(!line.contains('\n'), "a sent line holds a newline: {line:?}");
+        assert!(
+            !line.contains('\n'),
+            "a sent line holds a newline: {line:?}"
+        );
         let msg: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("sent line is not JSON ({e}): {line}"));
         assert_eq!(msg["jsonrpc"], "2.0", "not JSON-RPC 2.0: {line}");
@@ -188,7 +191,10 @@ impl World {
         }
         let has_result = msg.get("result").is_some();
         let has_error = msg.get("error").is_some();
-        assert!(has_result != has_error, "a reply needs result xor error: {line}");
+        assert!(
+            has_result != has_error,
+            "a reply needs result xor error: {line}"
+        );
         let id = &msg["id"];
         if id.is_null() {
             assert!(has_error, "only an error may have a null id: {line}");
@@ -263,10 +269,16 @@ impl World {
                 IoResult::JobList { result: Ok(files) }
             }
             IoRequest::ReadJobs { ids, .. } => IoResult::Jobs {
-                records: ids.iter().map(|id| Ok(self.jobs.get(id).cloned())).collect(),
+                records: ids
+                    .iter()
+                    .map(|id| Ok(self.jobs.get(id).cloned()))
+                    .collect(),
             },
             IoRequest::DeleteJobs { ids, .. } => IoResult::Deleted {
-                result: Ok(ids.iter().filter(|id| self.jobs.remove(*id).is_some()).count()),
+                result: Ok(ids
+                    .iter()
+                    .filter(|id| self.jobs.remove(*id).is_some())
+                    .count()),
             },
         }
     }

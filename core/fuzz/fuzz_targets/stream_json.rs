@@ -57,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
     for message in &run.progress {
         assert!(!message.trim().is_empty(), "empty progress message");
         if !message.starts_with("Using tool: ") {
-            assert!(message.chars().count() <= 500, "progress not cut: {message:?}");
+            assert!(
+                message.chars().count() <= 500,
+                "progress not cut: {message:?}"
+            );
         }
     }
     let out = &run.outcome;
@@ -71,19 +74,29 @@ fuzz_target!(|data: &[u8]| {
         panic!("no success flag: {out}");
     };
     if success {
-        assert!(fields.get("error_type").is_none(), "success with an error_type: {out}");
+        assert!(
+            fields.get("error_type").is_none(),
+            "success with an error_type: {out}"
+        );
     } else {
         assert!(
             out["error"].as_str().is_some_and(|e| !e.is_empty()),
             "failure without an error: {out}"
         );
         let error_type = out["error_type"].as_str().unwrap_or_default();
-        assert!(ERROR_TYPES.contains(&error_type), "error_type {error_type:?}: {out}");
+        assert!(
+            ERROR_TYPES.contains(&error_type),
+            "error_type {error_type:?}: {out}"
+        );
     }
     if run.result.is_none() && !end.timed_out {
         // Without a result line only a clean exit with plain text counts as success.
         if success {
-            assert_eq!(end.exit, Some(ExitStatus::Code(0)), "success without a result: {out}");
+            assert_eq!(
+                end.exit,
+                Some(ExitStatus::Code(0)),
+                "success without a result: {out}"
+            );
         }
     }
     // What a client receives must survive the wire.

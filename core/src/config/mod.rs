@@ -6,10 +6,12 @@
 //! result of [`ConfigDoc::to_yaml`] back is again the driver's job.
 
 mod edit;
+mod guard;
 mod parse;
 mod values;
 
 pub use edit::{build_agent, AddArgs, AgentUpdate, Edit, UpdateArgs};
+pub use guard::{MAX_ALIASES, MAX_CONFIG_BYTES, MAX_FLOW_DEPTH, MAX_NODES};
 pub use values::{
     expand_path, parse_tool_list, permission_mode_warning, py_float, py_repr, validate_agent_name,
 };
@@ -276,6 +278,10 @@ impl ConfigDoc {
                 e.valid_up_to()
             )
         })?;
+        // Before serde_yaml: deep flow nesting and alias amplification cost it minutes or
+        // gigabytes.
+        guard::check(text)?;
+        guard::check_nodes(text)?;
         let value: Value =
             serde_yaml::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
         let raw = match untag(&value) {
@@ -484,6 +490,19 @@ mod tests {
 
     pub(super) fn agent(dir: &str) -> AgentConfig {
         AgentConfig::new(PathBuf::from(dir))
+    }
+
+    #[test]
+    fn hostile_yaml_is_refused_before_the_parser() {
+        let ok = parse_ok(
+            "x: &d {timeout: 30}\ny: [*d, *d, '*a [[', \"{*b\"]\nagents:\n  a: {directory: /x, description: 'a [b] *c'}\n",
+        );
+        assert_eq!(ok.config.agents.len(), 1);
+        let deep = format!("agents: {{}}\nx: {}{}\n", "[".repeat(200), "]".repeat(200));
+        assert!(parse_err(&deep)
+            .starts_with("not valid YAML: recursion limit exceeded: flow nesting deeper than 128"));
+        let many = format!("x: &a [1]\ny: [{}]\n", vec!["*a"; 65].join(","));
+        assert!(parse_err(&many).contains("too many aliases (65 > 64)"));
     }
 
     // --- defaults -------------------------------------------------------------------

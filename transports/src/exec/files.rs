@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use agent_dispatch_core::config::MAX_CONFIG_BYTES;
 use agent_dispatch_core::{DirProbe, DirState, EntryKind, IoRequest, IoResult, LogLevel};
 
 /// How long `ReadConfig { lock: true }` waits for the config lock before going on without it.
@@ -144,13 +145,39 @@ pub fn lock_config(config: &Path, timeout: Duration) -> io::Result<Option<File>>
     }
 }
 
-/// Reads the config file; `Ok(None)` when it does not exist.
+/// Reads the config file; `Ok(None)` when it does not exist. Opened non-blocking so a FIFO
+/// cannot hang the reader; only a regular file of at most [`MAX_CONFIG_BYTES`] is read (a
+/// symlink to `/dev/zero` or a huge file is refused, not read into memory).
 pub fn read_config(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+    let shown = path.display();
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(format!("cannot read {shown}: {err}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|err| format!("cannot read {shown}: {err}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
     }
+    let too_large = || format!("{shown} is larger than 4 MiB");
+    let limit = MAX_CONFIG_BYTES as u64;
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read {shown}: {err}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(Some(bytes))
 }
 
 /// Atomically replaces the config at `path`. A symlink is kept: the file it points to is
