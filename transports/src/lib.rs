@@ -195,6 +195,7 @@ async fn drive(
         if let Input::ClientClosed { client } = &input {
             closed = Some(*client);
         }
+        executor.delivered(&input);
         if let Err(err) = core.handle(clock.now(), input) {
             log(LogLevel::Warn, &format!("driver bug: {err}"));
         }

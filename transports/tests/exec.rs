@@ -53,14 +53,17 @@ impl Harness {
     }
 
     /// The next input, or `None` if none arrives within `within`.
+    /// The next input, delivered as the drive loop would (releasing stdout backpressure).
     fn next_within(&self, within: Duration) -> Option<Input> {
-        smol::block_on(futures_lite::future::or(
+        let input = smol::block_on(futures_lite::future::or(
             async { self.inputs.recv().await.ok() },
             async {
                 smol::Timer::after(within).await;
                 None
             },
-        ))
+        ))?;
+        self.exec.delivered(&input);
+        Some(input)
     }
 
     fn next(&self) -> Input {
@@ -208,6 +211,23 @@ fn spawn_streams_lines_then_reports_exit_code() {
     assert_eq!(out.lines, ["line 1", "line 2", "line 3"]);
     assert_eq!(out.status, Some(ExitStatus::Code(7)));
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn a_fast_child_waits_for_its_lines_to_be_delivered() {
+    let mut h = Harness::new();
+    h.spawn(1, spec(&fake_claude(), &["lines", "500", "0"]));
+    assert!(matches!(h.next(), Input::Spawned { .. }));
+    // Nothing is taken from the channel: the reader must stop well before 500 lines.
+    std::thread::sleep(Duration::from_millis(300));
+    let queued = h.inputs.len();
+    assert!(
+        queued <= 70,
+        "{queued} inputs queued: stdout is not held back"
+    );
+    let out = h.finish(1);
+    assert_eq!(out.lines.len(), 500);
+    assert_eq!(out.lines[499], "line 500");
 }
 
 #[test]

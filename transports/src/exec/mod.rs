@@ -80,6 +80,14 @@ impl Executor {
     }
 
     /// Executes one effect. Results arrive later on the input channel.
+    /// Tells the executor an input is about to reach the core (it releases a child's
+    /// stdout backpressure token). The drive loop calls it for every input.
+    pub fn delivered(&self, input: &Input) {
+        if let Input::StdoutLine { proc, .. } = input {
+            self.procs.delivered(*proc);
+        }
+    }
+
     pub fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Send { client, line } => {

@@ -41,7 +41,14 @@ struct ProcState {
     reaped: AtomicBool,
     /// stdout and stderr readers still running: some group member may still hold our pipes.
     open_pipes: AtomicUsize,
+    /// One token per stdout line sent but not yet delivered to the core: the reader waits
+    /// when [`LINES_IN_FLIGHT`] are outstanding, so a child writing faster than the core
+    /// parses (hundreds of MB/s) cannot pile its output up in memory.
+    in_flight: (Sender<()>, async_channel::Receiver<()>),
 }
+
+/// How many stdout lines of one child may wait for the core at once.
+const LINES_IN_FLIGHT: usize = 64;
 
 impl ProcState {
     /// After the leader is reaped its pid (= the group id) could in principle be reused, so we
@@ -74,6 +81,7 @@ impl Procs {
         let state = Arc::new(ProcState {
             reaped: AtomicBool::new(false),
             open_pipes: AtomicUsize::new(2),
+            in_flight: async_channel::bounded(LINES_IN_FLIGHT),
         });
 
         if let (Some(mut stdin), Some(text)) = (child.stdin.take(), spec.stdin) {
@@ -113,6 +121,13 @@ impl Procs {
     }
 
     /// Signals the child's whole process group. Unknown or finished children are ignored.
+    /// A stdout line of `proc` reached the core: its reader may send another.
+    pub(crate) fn delivered(&self, proc: ProcId) {
+        if let Some(entry) = self.table.get(&proc) {
+            let _ = entry.state.in_flight.1.try_recv();
+        }
+    }
+
     pub(crate) fn kill(&mut self, proc: ProcId, signal: Signal) {
         self.prune();
         let Some(entry) = self.table.get(&proc) else {
@@ -296,6 +311,9 @@ async fn read_stdout(
     loop {
         match lines.next_line().await {
             Ok(Some(line)) => {
+                // Wait for room first (backpressure); a closed token channel cannot happen
+                // while we hold the state, so an error just means "go on".
+                let _ = state.in_flight.0.send(()).await;
                 let _ = inputs
                     .send(Input::StdoutLine {
                         proc,
