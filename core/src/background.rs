@@ -261,6 +261,8 @@ impl Core {
                 // nor stay pending until recovery gives up on it. The call ends silently.
                 if result.is_ok() {
                     self.cancel_owned_job(key);
+                } else {
+                    self.forget_job(id); // never written: nothing to cancel or recover
                 }
                 let result = Err("the request was cancelled".to_string());
                 self.advance_call(call, Event::JobSaved { key, result });

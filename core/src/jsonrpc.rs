@@ -76,6 +76,8 @@ pub(crate) fn parse(line: &str) -> Result<Option<Incoming>, Rejected> {
     let params = match obj.remove("params") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p,
+        // A notification is never answered, not even when it is malformed.
+        Some(_) if id.is_none() => return Ok(None),
         Some(_) => {
             return Err(Rejected {
                 id: reply_id,

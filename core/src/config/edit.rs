@@ -522,7 +522,7 @@ mod tests {
                 "risky_capabilities"
             ])
         );
-        let back = parse_ok(&doc.to_yaml());
+        let back = parse_ok(&doc.to_yaml().unwrap());
         let web = back.config.agent("web").expect("web");
         assert_eq!(web.timeout, 90);
         assert_eq!(web.disallowed_tools, Some(vec![]));

@@ -323,8 +323,22 @@ impl ConfigDoc {
     }
 
     /// The file's new text: block-style YAML, unknown keys kept.
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(&self.raw).expect("a YAML value tree always serialises")
+    ///
+    /// `Err` when the tree cannot be written, or when what would be written does not load
+    /// back to the same config (serde_yaml cannot write every tree it reads: tagged or
+    /// mapping keys, escaped tags). Saving such a text would break the file for every tool,
+    /// so the caller reports the error and leaves the file as it is.
+    pub fn to_yaml(&self) -> Result<String, String> {
+        let text = serde_yaml::to_string(&self.raw)
+            .map_err(|e| format!("cannot write this config as YAML: {e}"))?;
+        let back = serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .map_err(|e| format!("the written config would not load ({e}); nothing was changed"))?;
+        if back != serde_yaml::Value::Mapping(self.raw.clone()) {
+            return Err(
+                "the written config would not load back the same; nothing was changed".into(),
+            );
+        }
+        Ok(text)
     }
 
     /// Adds `agent` at the end, or replaces the agent of that name in place (keeping any
@@ -518,7 +532,7 @@ mod tests {
         ] {
             let doc = doc.expect("defaults");
             assert_eq!(doc.config, Config::default());
-            assert_eq!(doc.to_yaml(), DEFAULT_CONFIG_YAML);
+            assert_eq!(doc.to_yaml().unwrap(), DEFAULT_CONFIG_YAML);
         }
     }
 
@@ -526,7 +540,7 @@ mod tests {
     fn default_config_yaml_parses_to_defaults_and_round_trips() {
         let doc = parse_ok(DEFAULT_CONFIG_YAML);
         assert_eq!(doc.config, Config::default());
-        assert_eq!(doc.to_yaml(), DEFAULT_CONFIG_YAML);
+        assert_eq!(doc.to_yaml().unwrap(), DEFAULT_CONFIG_YAML);
         let s = Settings::default();
         assert_eq!(s.default_timeout, 300);
         assert_eq!(s.max_dispatch_depth, 3);
@@ -611,7 +625,7 @@ settings:
   max_concurrency: 5
 ";
         let doc = parse_ok(text);
-        let yaml = doc.to_yaml();
+        let yaml = doc.to_yaml().unwrap();
         assert_eq!(yaml, text);
         let again = parse_ok(&yaml);
         assert_eq!(again.config, doc.config);
@@ -635,7 +649,7 @@ settings:
         a.risky_capabilities = vec!["rm".into()];
         doc.insert_agent("web", &a);
         doc.insert_agent("api", &agent("/srv/api"));
-        let yaml = doc.to_yaml();
+        let yaml = doc.to_yaml().unwrap();
         assert_eq!(
             yaml,
             "agents:
@@ -690,7 +704,7 @@ settings:
         doc.insert_agent("none", &none);
         doc.insert_agent("inherit", &inherit);
         doc.insert_agent("some", &some);
-        let back = parse_ok(&doc.to_yaml());
+        let back = parse_ok(&doc.to_yaml().unwrap());
         let get = |n: &str| back.config.agent(n).cloned().expect("agent");
         assert_eq!(get("none").allowed_tools, Some(vec![]));
         assert_eq!(get("none").disallowed_tools, None);
@@ -730,7 +744,7 @@ settings:
         assert!(warnings.is_empty());
         assert_eq!(doc.update_agent("web", &update), Ok(vec!["model"]));
         doc.insert_agent("new", &agent("/srv/new"));
-        let yaml = doc.to_yaml();
+        let yaml = doc.to_yaml().unwrap();
         assert_eq!(
             yaml,
             "version: 2
@@ -768,15 +782,15 @@ settings:
         let mut doc = parse_ok("settings:\n  max_concurrency: 2\n");
         doc.insert_agent("web", &agent("/w"));
         assert_eq!(
-            doc.to_yaml(),
+            doc.to_yaml().unwrap(),
             "agents:\n  web:\n    directory: /w\n    description: ''\n    timeout: 300\nsettings:\n  max_concurrency: 2\n"
         );
         let mut doc = parse_ok("agents:\nsettings: {}\n");
         doc.insert_agent("web", &agent("/w"));
         assert!(
-            doc.to_yaml().starts_with("agents:\n  web:\n"),
+            doc.to_yaml().unwrap().starts_with("agents:\n  web:\n"),
             "{}",
-            doc.to_yaml()
+            doc.to_yaml().unwrap()
         );
     }
 
@@ -789,7 +803,7 @@ settings:
         assert_eq!(doc.config.names(), ["a", "b"]);
         assert_eq!(doc.config.agent("a"), Some(&a));
         assert_eq!(
-            doc.to_yaml(),
+            doc.to_yaml().unwrap(),
             "agents:\n  a:\n    directory: /a2\n    description: second\n    timeout: 300\n    keep: 1\n  b:\n    directory: /b\n"
         );
     }
@@ -803,12 +817,12 @@ settings:
         assert!(!doc.remove_agent("a"));
         assert_eq!(doc.config.names(), ["b", "c"]);
         assert_eq!(
-            doc.to_yaml(),
+            doc.to_yaml().unwrap(),
             "agents:\n  b:\n    directory: /b\n  c:\n    directory: /c\nsettings: {}\n"
         );
         assert!(doc.remove_agent("b"));
         assert!(doc.remove_agent("c"));
-        assert_eq!(doc.to_yaml(), "agents: {}\nsettings: {}\n");
+        assert_eq!(doc.to_yaml().unwrap(), "agents: {}\nsettings: {}\n");
         assert!(!ConfigDoc::default().remove_agent("x"));
     }
 

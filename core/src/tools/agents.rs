@@ -268,7 +268,11 @@ impl Core {
         };
         self.log(LogLevel::Info, message);
         self.cache.forget_agent(name);
-        self.finish_config(id, Some(doc.to_yaml()), true);
+        let text = match doc.to_yaml() {
+            Ok(text) => text,
+            Err(e) => return self.unlock_with(id, self.save_error(&e)),
+        };
+        self.finish_config(id, Some(text), true);
         wait(AgentStep::Saving { reply })
     }
 
