@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Sender};
@@ -190,7 +190,9 @@ impl Host {
         });
         let tx = self.tx.clone();
         thread::spawn(move || {
-            let status = child.wait().map_or(ExitStatus::Code(-1), ExitStatus::from);
+            let status = child.wait().map_or(ExitStatus::Code(-1), |s| {
+                ExitStatus::from_parts(s.code(), s.signal())
+            });
             send(&tx, Input::Exited { proc, status });
         });
     }

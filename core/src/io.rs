@@ -52,10 +52,11 @@ pub enum ExitStatus {
     Signal(i32),
 }
 
-impl From<std::process::ExitStatus> for ExitStatus {
-    fn from(status: std::process::ExitStatus) -> Self {
-        use std::os::unix::process::ExitStatusExt;
-        match (status.code(), status.signal()) {
+impl ExitStatus {
+    /// From what the OS reports: an exit code, else the terminating signal (as
+    /// `ExitStatusExt::signal` gives it); neither is reported as code -1.
+    pub fn from_parts(code: Option<i32>, signal: Option<i32>) -> Self {
+        match (code, signal) {
             (Some(code), _) => ExitStatus::Code(code),
             (None, Some(signal)) => ExitStatus::Signal(signal),
             (None, None) => ExitStatus::Code(-1),

@@ -38,7 +38,7 @@
 //!   `Input::Timeout`. Early or spurious timeouts are harmless.
 //! - Stop once [`Core::is_finished`] (after `Effect::Exit`).
 //!
-//! A complete host in plain standard library (a thread per pipe, `std::process::Command`, one
+//! A complete host in plain standard library (a thread per pipe, the standard library's `Command`, one
 //! `std::sync::mpsc` channel and `recv_timeout` for the deadline; no async runtime) is
 //! `examples/blocking_host.rs`: `cargo run --example blocking_host` serves MCP on
 //! stdin/stdout. The smol drivers in `agent-dispatch-transports` run the same loop in production.

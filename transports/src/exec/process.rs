@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -377,7 +377,7 @@ async fn wait(
     state: Arc<ProcState>,
 ) {
     let status = match child.status().await {
-        Ok(status) => status.into(),
+        Ok(status) => ExitStatus::from_parts(status.code(), status.signal()),
         Err(err) => {
             crate::log(
                 LogLevel::Warn,
