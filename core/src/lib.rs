@@ -41,7 +41,7 @@
 //! A complete host in plain standard library (a thread per pipe, the standard library's `Command`, one
 //! `std::sync::mpsc` channel and `recv_timeout` for the deadline; no async runtime) is
 //! `examples/blocking_host.rs`: `cargo run --example blocking_host` serves MCP on
-//! stdin/stdout. The smol drivers in `agent-dispatch-transports` run the same loop in production.
+//! stdin/stdout. The async drivers in `agent-dispatch-transports` run the same loop in production.
 //!
 //! Everything the outside world does wrong (malformed JSON-RPC, unknown tools, a broken
 //! `agents.yaml`, a crashing child) is a normal input that produces a reply. Only driver
