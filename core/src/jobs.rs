@@ -143,8 +143,8 @@ pub struct JobRecord {
     pub extra: Map<String, Value>,
 }
 
-/// The fields [`JobRecord`] models, in spec order.
-const KNOWN_FIELDS: [&str; 14] = [
+/// The fields [`JobRecord`] models, in spec order (anything else goes to `extra`).
+pub const KNOWN_FIELDS: [&str; 14] = [
     "id",
     "agent",
     "task",

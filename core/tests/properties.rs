@@ -644,7 +644,9 @@ fn job_record() -> impl Strategy<Value = JobRecord> {
     ]);
     let text = || prop::option::of(".{0,12}");
     let extra = prop::collection::btree_map(
-        "[a-z_]{1,8}".prop_filter("a known field", |k| !KNOWN.contains(&k.as_str())),
+        "[a-z_]{1,8}".prop_filter("a known field", |k| {
+            !jobs::KNOWN_FIELDS.contains(&k.as_str())
+        }),
         json_value().prop_filter("null", |v| !v.is_null()),
         0..3,
     );
@@ -688,23 +690,6 @@ fn job_record() -> impl Strategy<Value = JobRecord> {
             },
         )
 }
-
-const KNOWN: &[&str] = &[
-    "id",
-    "agent",
-    "task",
-    "context",
-    "caller",
-    "goal",
-    "status",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "result",
-    "error",
-    "progress",
-    "progress_updated_at",
-];
 
 // ---- JSON values --------------------------------------------------------------------------
 
