@@ -270,6 +270,7 @@ pub struct Core {
     /// one load→edit→save at a time, so the driver never waits on its own lock.
     config_holder: Option<CallId>,
     config_waiters: VecDeque<CallId>,
+    pub(crate) config_parses: crate::config::ParseCache,
 }
 
 impl Core {
@@ -296,6 +297,7 @@ impl Core {
             next_proc: 0,
             config_holder: None,
             config_waiters: VecDeque::new(),
+            config_parses: Default::default(),
         };
         core.start_recovery();
         core

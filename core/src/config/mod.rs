@@ -263,6 +263,36 @@ impl Default for ConfigDoc {
     }
 }
 
+/// The last config file parsed, kept so that a call reading an unchanged file (the usual
+/// case: every tool call reads it) skips the YAML parse, which is most of a `list_agents`.
+#[derive(Debug, Default)]
+pub(crate) struct ParseCache {
+    last: Option<(Vec<u8>, ConfigDoc)>,
+}
+
+impl ParseCache {
+    /// [`ConfigDoc::parse`], answered from the cache when `bytes` are the last ones parsed.
+    /// `home` and `cwd` are fixed for a core's life, so the bytes alone are the key.
+    pub(crate) fn parse(
+        &mut self,
+        bytes: Option<&[u8]>,
+        home: &Path,
+        cwd: &Path,
+    ) -> Result<ConfigDoc, String> {
+        let Some(bytes) = bytes else {
+            return ConfigDoc::parse(None, home, cwd);
+        };
+        if let Some((cached, doc)) = &self.last {
+            if cached.as_slice() == bytes {
+                return Ok(doc.clone());
+            }
+        }
+        let doc = ConfigDoc::parse(Some(bytes), home, cwd)?;
+        self.last = Some((bytes.to_vec(), doc.clone()));
+        Ok(doc)
+    }
+}
+
 impl ConfigDoc {
     /// Parses the config file's bytes. `None` (the file is missing), an empty file or a YAML
     /// `null` give the defaults. `home` and `cwd` expand `~` and relative `directory` values.
@@ -517,6 +547,28 @@ mod tests {
             .starts_with("not valid YAML: recursion limit exceeded: flow nesting deeper than 128"));
         let many = format!("x: &a [1]\ny: [{}]\n", vec!["*a"; 65].join(","));
         assert!(parse_err(&many).contains("too many aliases (65 > 64)"));
+    }
+
+    #[test]
+    fn the_parse_cache_answers_like_a_fresh_parse() {
+        let mut cache = ParseCache::default();
+        let a = "agents:\n  a: {directory: /x, description: one}\n";
+        let b = "agents:\n  a: {directory: /x, description: two}\n";
+        let bad = "agents: [\n";
+        let mut parse = |text: Option<&str>| cache.parse(text.map(str::as_bytes), &home(), &cwd());
+        for text in [
+            Some(a),
+            Some(a),
+            Some(b),
+            Some(bad),
+            Some(b),
+            None,
+            Some(a),
+            Some(bad),
+        ] {
+            let fresh = ConfigDoc::parse(text.map(str::as_bytes), &home(), &cwd());
+            assert_eq!(parse(text), fresh, "{text:?}");
+        }
     }
 
     // --- defaults -------------------------------------------------------------------

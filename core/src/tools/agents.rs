@@ -282,10 +282,14 @@ impl Core {
     }
 
     /// Parses a config read, or renders the error a tool returns for it.
-    pub(crate) fn load(&self, result: Result<Option<Vec<u8>>, String>) -> Result<ConfigDoc, Value> {
+    pub(crate) fn load(
+        &mut self,
+        result: Result<Option<Vec<u8>>, String>,
+    ) -> Result<ConfigDoc, Value> {
         let path = self.options.config_path.display();
         let bytes = result.map_err(|e| json!({"error": format!("Config at {path} could not be read: {e}"), "hint": CONFIG_HINT}))?;
-        ConfigDoc::parse(bytes.as_deref(), &self.options.home, &self.options.cwd)
+        self.config_parses
+            .parse(bytes.as_deref(), &self.options.home, &self.options.cwd)
             .map_err(|e| json!({"error": format!("Config at {path} could not be loaded: {e}"), "hint": CONFIG_HINT}))
     }
 
