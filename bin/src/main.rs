@@ -328,7 +328,23 @@ struct Gc {
     json: bool,
 }
 
+/// The hidden first argument that runs this executable as the group guard (see
+/// `agent_dispatch_transports::run_guard`): not a command users type.
+const GUARD_ARG: &str = "__guard";
+
 fn main() {
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|arg| arg == GUARD_ARG) {
+        std::process::exit(agent_dispatch_transports::run_guard());
+    }
+    // Children are started by posix_spawn and watched by the guard; when this executable
+    // cannot be found again, they get the kernel's parent-death signal instead.
+    if let Ok(program) = std::env::current_exe() {
+        agent_dispatch_transports::use_guard(agent_dispatch_transports::GuardCommand {
+            program,
+            args: vec![GUARD_ARG.into()],
+        });
+    }
     let cli = match parse_args() {
         Ok(cli) => cli,
         Err(code) => std::process::exit(code),

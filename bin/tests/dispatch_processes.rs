@@ -1062,3 +1062,134 @@ fn job_happy_path() {
     });
     assert!(on_disk.is_some(), "{:#?}", job_record(&jobs, &id));
 }
+
+// ---------------------------------------------------------------------------------------------
+// the group guard: no child, nor any of its descendants, outlives a killed server
+
+/// The live processes whose parent is `ppid` and whose command line contains `needle`.
+fn children_running(ppid: u32, needle: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let parent = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            parent == Some(ppid)
+                && String::from_utf8_lossy(&cmdline).contains(needle)
+                && is_alive(*pid)
+        })
+        .collect()
+}
+
+/// `kill -9` of the server while a child and its grandchild run: the server's guard kills the
+/// child's whole group within 2 s (the grandchild too, which the kernel's parent-death signal
+/// never covered), then exits itself.
+#[test]
+fn kill_9_of_the_server_ends_every_group_grandchildren_too() {
+    const TEST: &str = "kill_9_of_the_server_ends_every_group_grandchildren_too";
+    let Some(scratch) = scratch_for(TEST) else {
+        return;
+    };
+    let pid_file = scratch.join("pids");
+    let vars = [
+        ("FAKE_CLAUDE_MODE", "grandchild"),
+        (
+            "FAKE_CLAUDE_PID_FILE",
+            pid_file.to_str().expect("utf-8 path"),
+        ),
+    ];
+    let mut server = serve(&scratch, &fake_claude(), &[], &[], &vars);
+    server.send_request(
+        "tools/call",
+        json!({"name": "dispatch", "arguments": {"agent": AGENT, "task": "wait for ever"}}),
+    );
+    assert!(
+        wait_until(Duration::from_secs(8), || pid_file.exists()).is_some(),
+        "the fake wrote no pid file in 8 s\nserver stderr:\n{}",
+        server.stderr_so_far()
+    );
+    let (leader, grandchild) = read_pids(&pid_file);
+    assert!(
+        is_alive(leader) && is_alive(grandchild),
+        "{leader} {grandchild}"
+    );
+    let guards = children_running(server.pid(), "__guard");
+    assert_eq!(guards.len(), 1, "one guard process per server: {guards:?}");
+
+    server.kill9();
+
+    let gone = wait_until(Duration::from_secs(2), || {
+        group_members(leader).is_empty() && !is_alive(grandchild) && !is_alive(guards[0])
+    });
+    assert!(
+        gone.is_some(),
+        "2 s after kill -9: group {leader} {:?}, grandchild alive {}, guard alive {}",
+        group_members(leader),
+        is_alive(grandchild),
+        is_alive(guards[0])
+    );
+    report(
+        TEST,
+        "group, grandchild and guard gone within",
+        gone.unwrap_or_default(),
+    );
+}
+
+/// The guard on its own: at the end of its input it SIGKILLs the groups it still watches,
+/// spares the ones it was told to forget, and exits 0.
+#[test]
+fn the_guard_kills_what_it_watches_at_the_end_of_its_input() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let sleeper = || {
+        Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .expect("start sleep")
+    };
+    let (mut watched, mut forgotten) = (sleeper(), sleeper());
+    let mut guard = Command::new(BIN)
+        .arg("__guard")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start the guard");
+    let mut stdin = guard.stdin.take().expect("stdin");
+    let lines = format!(
+        "+{w}\n+{f}\nnoise\n+0\n-{f}\n",
+        w = watched.id(),
+        f = forgotten.id()
+    );
+    stdin.write_all(lines.as_bytes()).expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        is_alive(watched.id()),
+        "nothing is killed while the input stays open"
+    );
+    drop(stdin);
+    let status = guard.wait().expect("the guard exits");
+    assert!(status.success(), "{status}");
+    let mut watched_status = None;
+    wait_until(Duration::from_secs(2), || {
+        watched_status = watched.try_wait().expect("try_wait");
+        watched_status.is_some()
+    });
+    let _ = watched.kill();
+    assert_eq!(
+        watched_status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+        Some(9),
+        "the watched group got SIGKILL"
+    );
+    assert!(
+        forgotten.try_wait().expect("try_wait").is_none(),
+        "a forgotten group is spared"
+    );
+    let _ = forgotten.kill();
+    let _ = forgotten.wait();
+}

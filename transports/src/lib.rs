@@ -38,6 +38,7 @@ use smol::Timer;
 pub use client::{read_client, OVERSIZED_LINE};
 pub use clock::Clock;
 pub use exec::files;
+pub use exec::guard::{run_guard, use_guard, GuardCommand};
 pub use exec::jobs;
 pub use exec::Executor;
 pub use lines::{Line, LineReader, MAX_LINE};

@@ -10,8 +10,12 @@ use futures_lite::io::{AsyncRead, AsyncReadExt};
 /// The longest line we keep (64 MiB). Bytes beyond it, up to the next `\n`, are discarded.
 pub const MAX_LINE: usize = 64 * 1024 * 1024;
 
-/// Bytes read from the stream at a time.
+/// Bytes read from the stream at a time, at most.
 const READ_CHUNK: usize = 64 * 1024;
+/// The first buffer: most children and clients write a few short lines, and a fresh 64 KiB
+/// buffer per child was a sizeable share of a dispatch's cost. It doubles each time a read
+/// fills it, up to [`READ_CHUNK`].
+const FIRST_CHUNK: usize = 4 * 1024;
 
 /// One line as read, without its `\n` (and without a trailing `\r`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +55,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     pub fn new(reader: R, cap: usize) -> Self {
         LineReader {
             inner: reader,
-            buf: vec![0; READ_CHUNK],
+            buf: vec![0; FIRST_CHUNK],
             start: 0,
             end: 0,
             cap,
@@ -104,6 +108,10 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 Ok(n) => {
                     self.start = 0;
                     self.end = n;
+                    if n == self.buf.len() && n < READ_CHUNK {
+                        // Keep the bytes just read: the caller consumes them from here.
+                        self.buf.resize(n * 2, 0);
+                    }
                     return Ok(true);
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -205,6 +213,24 @@ mod tests {
             vec![line("abc", true), line("xy", false)]
         );
         assert_eq!(lines(b"abc\n", 3), vec![line("abc", false)]);
+    }
+
+    #[test]
+    fn lines_across_the_buffer_growing_survive_intact() {
+        // Lengths from 0 to ~9 KiB cross every buffer size from 4 KiB to 64 KiB and back.
+        let texts: Vec<String> = (0..400u32)
+            .map(|i| {
+                let len = (i as usize * 7919) % 9000;
+                format!("{i}:{}", "x".repeat(len))
+            })
+            .collect();
+        let input = texts.join("\n");
+        assert!(input.len() > 4 * READ_CHUNK, "{}", input.len());
+        let got = lines(input.as_bytes(), MAX_LINE);
+        assert_eq!(got.len(), texts.len());
+        for (got, want) in got.iter().zip(&texts) {
+            assert_eq!(got, &line(want, false));
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! core stops taking requests, lets running work finish and exits 0.
 //!
 //! A second stop signal means "now": the process exits at once with `128 + signal`. Children
-//! go with it through their parent-death signal, and stale jobs are recovered on the next start.
+//! go with it (the group guard kills their groups when our end of its pipe closes), and stale
+//! jobs are recovered on the next start.
 
 use agent_dispatch_core::{Input, LogLevel};
 use async_channel::Sender;

@@ -2,6 +2,7 @@
 //! `Input`s on the driver's channel.
 
 pub mod files;
+pub mod guard;
 pub mod jobs;
 mod process;
 

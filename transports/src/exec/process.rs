@@ -16,6 +16,7 @@ use async_channel::Sender;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use rustix::process::Pid;
 
+use super::guard::Guard;
 use crate::lines::{LineReader, Utf8Chunks, MAX_LINE};
 
 /// Size of one stderr read, and so the largest `StderrChunk`.
@@ -25,6 +26,17 @@ const STDERR_CHUNK: usize = 8 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct Procs {
     table: BTreeMap<ProcId, ProcEntry>,
+    guard: GuardState,
+}
+
+/// The group guard, started on the first spawn.
+#[derive(Debug, Default)]
+enum GuardState {
+    #[default]
+    NotStarted,
+    Running(Guard),
+    /// None configured, or it could not start or died: children get the parent-death signal.
+    Unavailable,
 }
 
 #[derive(Debug)]
@@ -62,11 +74,12 @@ impl Procs {
     /// Starts a child and its reader/waiter tasks. Answers `Spawned` or `SpawnFailed` at once,
     /// so those always precede the child's output in the input channel.
     ///
-    /// Must run on a thread that outlives the child: on Linux the parent-death signal fires
-    /// when the *thread* that forked exits.
+    /// Must run on a thread that outlives the child: without a guard, the parent-death signal
+    /// fires when the *thread* that forked exits (Linux).
     pub(crate) fn spawn(&mut self, proc: ProcId, spec: SpawnSpec, inputs: &Sender<Input>) {
         self.prune();
-        let mut child = match start(&spec) {
+        let guard = self.guard();
+        let mut child = match start(&spec, guard.is_none()) {
             Ok(child) => child,
             Err(error) => {
                 let _ = inputs.try_send(Input::SpawnFailed { proc, error });
@@ -111,6 +124,9 @@ impl Procs {
 
         match i32::try_from(raw_pid).ok().and_then(Pid::from_raw) {
             Some(pid) => {
+                if let Some(guard) = guard {
+                    guard.watch(pid);
+                }
                 self.table.insert(proc, ProcEntry { pid, state });
             }
             None => crate::log(
@@ -152,15 +168,47 @@ impl Procs {
         }
     }
 
-    /// Forgets children that are reaped and whose pipes are closed.
+    /// Forgets children that are reaped and whose pipes are closed (and tells the guard).
     fn prune(&mut self) {
-        self.table.retain(|_, entry| entry.state.signalable());
+        let guard = match &self.guard {
+            GuardState::Running(guard) => Some(guard),
+            _ => None,
+        };
+        self.table.retain(|_, entry| {
+            let keep = entry.state.signalable();
+            if let (false, Some(guard)) = (keep, guard) {
+                guard.forget(entry.pid);
+            }
+            keep
+        });
+    }
+
+    /// The running guard, started on first use; `None` when children need the parent-death
+    /// signal instead.
+    fn guard(&mut self) -> Option<&Guard> {
+        if let GuardState::NotStarted = self.guard {
+            self.guard = Guard::start().map_or(GuardState::Unavailable, GuardState::Running);
+        }
+        if matches!(&self.guard, GuardState::Running(guard) if !guard.alive()) {
+            self.guard = GuardState::Unavailable;
+        }
+        match &self.guard {
+            GuardState::Running(guard) => Some(guard),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Procs {
+    /// Tell the guard which groups ended before it sees the end of its input.
+    fn drop(&mut self) {
+        self.prune();
     }
 }
 
 /// Builds and starts the child: resolved program, own process group, null or piped stdin,
-/// piped stdout/stderr, killed with us on Linux.
-fn start(spec: &SpawnSpec) -> Result<async_process::Child, SpawnError> {
+/// piped stdout/stderr; with `death_signal`, killed with us by the kernel (Linux).
+fn start(spec: &SpawnSpec, death_signal: bool) -> Result<async_process::Child, SpawnError> {
     check_cwd(&spec.cwd)?;
     let program = resolve_program(&spec.program, spec.env.get("PATH").map(OsStr::new))?;
     let mut cmd = std::process::Command::new(&program);
@@ -168,7 +216,9 @@ fn start(spec: &SpawnSpec) -> Result<async_process::Child, SpawnError> {
         .current_dir(&spec.cwd)
         .envs(&spec.env)
         .process_group(0);
-    die_with_parent(&mut cmd);
+    if death_signal {
+        die_with_parent(&mut cmd);
+    }
     let mut cmd = async_process::Command::from(cmd);
     cmd.stdin(if spec.stdin.is_some() {
         Stdio::piped()
@@ -273,7 +323,8 @@ fn classify(err: &io::Error) -> SpawnErrorKind {
 }
 
 /// Makes the kernel SIGKILL the child when we die, even by `kill -9`, so no `claude` outlives
-/// the server. Grandchildren are not covered; the group kill handles them while we live.
+/// the server: the fallback when there is no group guard. Grandchildren are not covered; the
+/// group kill handles them while we live. It costs a full `fork` per child (see `guard`).
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut std::process::Command) {
