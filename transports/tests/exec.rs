@@ -610,6 +610,79 @@ fn unlock_releases_the_config_lock() {
     );
 }
 
+/// Markers found from the directory listing (or, in a huge directory, by `stat`) agree with
+/// `stat` itself: links are followed, a broken link is absent, nested names work.
+#[test]
+fn probe_markers_agree_with_stat_for_links_nesting_and_huge_dirs() {
+    let dir = TempDir::new();
+    let small = dir.0.join("small");
+    let huge = dir.0.join("huge");
+    for project in [&small, &huge] {
+        std::fs::create_dir_all(project.join("sub/deeper")).expect("mkdir");
+        std::fs::write(project.join("file"), "f").expect("write");
+        std::fs::write(project.join("sub/x"), "x").expect("write");
+        symlink(project.join("sub"), project.join("link-dir")).expect("symlink");
+        symlink(project.join("file"), project.join("link-file")).expect("symlink");
+        symlink(project.join("nowhere"), project.join("broken")).expect("symlink");
+        std::fs::write(project.join(".mcp.json"), "{}").expect("write");
+    }
+    for i in 0..5000 {
+        std::fs::write(huge.join(format!("n{i}")), "").expect("write");
+    }
+    let markers: Vec<String> = [
+        "file",
+        "sub",
+        "sub/x",
+        "sub/deeper",
+        "link-dir",
+        "link-file",
+        "broken",
+        "absent",
+        "sub/absent",
+        ".mcp.json",
+        "n4999",
+        ".",
+        "",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut h = Harness::new();
+    let IoResult::Probes { probes } = h.io(IoRequest::ProbeDirs {
+        dirs: vec![small.clone(), huge.clone()],
+        markers: markers.clone(),
+        read: vec![".mcp.json".into(), "absent".into(), "sub/x".into()],
+        max_bytes: 100,
+    }) else {
+        panic!("not probes")
+    };
+    for (probe, project) in probes.iter().zip([&small, &huge]) {
+        let expected: BTreeMap<String, EntryKind> = markers
+            .iter()
+            .filter_map(|m| {
+                let meta = std::fs::metadata(project.join(m)).ok()?;
+                let kind = if meta.is_dir() {
+                    EntryKind::Dir
+                } else {
+                    EntryKind::File
+                };
+                Some((m.clone(), kind))
+            })
+            .collect();
+        assert_eq!(probe.markers, expected, "{}", project.display());
+        assert_eq!(
+            probe.files,
+            BTreeMap::from([
+                (".mcp.json".to_owned(), "{}".to_owned()),
+                ("sub/x".to_owned(), "x".to_owned())
+            ])
+        );
+    }
+    assert!(
+        probes[0].markers.contains_key("link-dir") && !probes[0].markers.contains_key("broken")
+    );
+    assert!(probes[1].markers.contains_key("n4999"));
+}
+
 #[test]
 fn probe_reports_missing_file_and_dir_in_order() {
     let dir = TempDir::new();

@@ -300,15 +300,19 @@ fn probe_dir(dir: &Path, markers: &[String], read: &[String], max_bytes: usize) 
         dir: dir.to_path_buf(),
         ..DirProbe::default()
     };
+    let mut listing = Listing { names: None };
     probe.state = match fs::metadata(dir) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => DirState::Missing,
         Err(err) => DirState::Unreadable(err.to_string()),
         Ok(meta) if !meta.is_dir() => DirState::NotADir,
-        Ok(_) => match fs::read_dir(dir) {
+        Ok(_) => match Listing::of(dir) {
             Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
                 DirState::Unreadable(err.to_string())
             }
-            _ => DirState::Dir,
+            read => {
+                listing.names = read.ok().flatten();
+                DirState::Dir
+            }
         },
     };
     if probe.state == DirState::Missing {
@@ -319,16 +323,14 @@ fn probe_dir(dir: &Path, markers: &[String], read: &[String], max_bytes: usize) 
         return probe;
     }
     for marker in markers {
-        if let Ok(meta) = fs::metadata(dir.join(marker)) {
-            let kind = if meta.is_dir() {
-                EntryKind::Dir
-            } else {
-                EntryKind::File
-            };
+        if let Some(kind) = listing.kind(dir, marker) {
             probe.markers.insert(marker.clone(), kind);
         }
     }
     for name in read {
+        if listing.surely_absent(name) {
+            continue;
+        }
         if let Some(text) = read_prefix(&dir.join(name), max_bytes) {
             probe.files.insert(name.clone(), text);
         }
@@ -336,14 +338,79 @@ fn probe_dir(dir: &Path, markers: &[String], read: &[String], max_bytes: usize) 
     probe
 }
 
+/// The names directly in a directory, read once so that checking a dozen markers costs one
+/// `getdents` instead of a `stat` each. Incomplete (then every check asks the file system)
+/// when the directory cannot be read or holds more than [`Listing::MAX_NAMES`] entries.
+struct Listing {
+    names: Option<BTreeMap<OsString, fs::FileType>>,
+}
+
+impl Listing {
+    /// Past this many entries, per-name `stat`s are cheaper than the listing.
+    const MAX_NAMES: usize = 4096;
+
+    /// The names in `dir`: `Ok(None)` when there are too many or an entry cannot be read.
+    fn of(dir: &Path) -> io::Result<Option<BTreeMap<OsString, fs::FileType>>> {
+        let mut names = BTreeMap::new();
+        for entry in fs::read_dir(dir)? {
+            let Ok(entry) = entry else { return Ok(None) };
+            if names.len() == Self::MAX_NAMES {
+                return Ok(None);
+            }
+            let Ok(kind) = entry.file_type() else {
+                return Ok(None);
+            };
+            names.insert(entry.file_name(), kind);
+        }
+        Ok(Some(names))
+    }
+
+    /// The kind of `dir/name` (following a symbolic link, like `stat`), or `None` if absent.
+    fn kind(&self, dir: &Path, name: &str) -> Option<EntryKind> {
+        let kind_of = |is_dir: bool| {
+            if is_dir {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            }
+        };
+        match self.entry(name) {
+            Some(Some(t)) if !t.is_symlink() => Some(kind_of(t.is_dir())),
+            Some(None) => None,
+            _ => fs::metadata(dir.join(name))
+                .ok()
+                .map(|m| kind_of(m.is_dir())),
+        }
+    }
+
+    /// True when the listing shows `name` is not there (a path with `/` is never known).
+    fn surely_absent(&self, name: &str) -> bool {
+        matches!(self.entry(name), Some(None))
+    }
+
+    /// `Some(Some(type))` listed, `Some(None)` surely absent, `None` unknown.
+    fn entry(&self, name: &str) -> Option<Option<&fs::FileType>> {
+        let names = self.names.as_ref()?;
+        if name.contains('/') || name.is_empty() || name == "." || name == ".." {
+            return None;
+        }
+        Some(names.get(std::ffi::OsStr::new(name)))
+    }
+}
+
 /// Reads up to `max_bytes` of a regular file as lossy UTF-8. A character cut by the limit is
 /// dropped rather than shown as U+FFFD. `None` when it is not a readable regular file (a FIFO
 /// named like a marker must not hang us).
 fn read_prefix(path: &Path, max_bytes: usize) -> Option<String> {
-    if !fs::metadata(path).ok()?.is_file() {
+    let meta = fs::metadata(path).ok()?;
+    if !meta.is_file() {
         return None;
     }
-    let mut bytes = Vec::new();
+    // Sized from the file so the read takes one call, not a ladder of small ones.
+    let hint = usize::try_from(meta.len())
+        .unwrap_or(max_bytes)
+        .min(max_bytes);
+    let mut bytes = Vec::with_capacity(hint + 1);
     File::open(path)
         .ok()?
         .take(max_bytes as u64)
