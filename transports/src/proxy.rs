@@ -36,7 +36,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use smol::{Async, Timer, Unblock};
+use smol::{Async, Timer};
 
 use crate::lines::{LineReader, MAX_LINE};
 use crate::unix::{self, Half};
@@ -91,11 +91,8 @@ impl ProxyConfig {
 /// Relays this process's stdin/stdout to the daemon until stdin ends; returns the exit
 /// code. Exit the process with it: a thread may still be blocked reading stdin.
 pub fn serve(config: ProxyConfig) -> i32 {
-    smol::block_on(run(
-        config,
-        Unblock::new(std::io::stdin()),
-        Unblock::new(std::io::stdout()),
-    ))
+    let (stdin, stdout) = crate::stdio::std_streams();
+    smol::block_on(run(config, stdin, stdout))
 }
 
 /// [`serve`] over any byte streams.

@@ -18,12 +18,19 @@ pub const CLIENT: ClientId = ClientId(0);
 /// random seed when it is 0. Blocks the calling thread (it becomes the drive loop). Exit the
 /// process with the returned code: a thread may still be blocked reading stdin.
 pub fn serve(options: Options) -> i32 {
-    smol::block_on(run(
-        options,
-        Unblock::new(std::io::stdin()),
-        Unblock::new(std::io::stdout()),
-        true,
-    ))
+    let (stdin, stdout) = std_streams();
+    smol::block_on(run(options, stdin, stdout, true))
+}
+
+/// This process's stdin and stdout as async streams, each read or written by a blocking
+/// thread through a 256 KiB buffer. (`Unblock`'s default, 8 MiB, is mapped afresh whenever
+/// the stream went idle: page faults and unmapping on nearly every reply.)
+pub(crate) fn std_streams() -> (Unblock<std::io::Stdin>, Unblock<std::io::Stdout>) {
+    const BUFFER: usize = 256 * 1024;
+    (
+        Unblock::with_capacity(BUFFER, std::io::stdin()),
+        Unblock::with_capacity(BUFFER, std::io::stdout()),
+    )
 }
 
 /// [`serve`] over any byte streams (for tests and embedding). Signals are left alone.
