@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::dispatch::outcome::DispatchResult;
 use crate::engine::{CallId, Core, Event};
 use crate::io::{IoRequest, IoResult, JobFile, LogLevel};
-use crate::jobs::{JobRecord, JobStatus};
+use crate::jobs::{JobRecord, JobStatus, JobSummary};
 use crate::timer::TimerKey;
 
 /// How often a running job's record is rewritten even without progress.
@@ -31,6 +31,8 @@ pub(crate) const PROGRESS_CHARS: usize = 300;
 pub(crate) const STALE_RUNNING_SECS: f64 = 3600.0;
 /// A `pending` record older than this never started.
 pub(crate) const STALE_PENDING_SECS: f64 = 24.0 * 3600.0;
+/// How many records start-up recovery reads per request.
+const RECOVERY_CHUNK: usize = 256;
 
 /// Identifies a job owned by this core (timer keys need a `Copy` id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,29 +63,7 @@ pub(crate) struct IndexEntry {
     pub modified: f64,
     pub size: u64,
     /// `None`: the file does not parse.
-    pub row: Option<Row>,
-}
-
-/// The facts about one record that listing, gc and recovery need.
-#[derive(Debug, Clone)]
-pub(crate) struct Row {
-    pub status: JobStatus,
-    pub agent: String,
-    pub created_at: f64,
-    pub completed_at: Option<f64>,
-    pub summary: Value,
-}
-
-impl Row {
-    pub fn of(record: &JobRecord) -> Row {
-        Row {
-            status: record.status,
-            agent: record.agent.clone(),
-            created_at: record.created_at,
-            completed_at: record.completed_at,
-            summary: record.summary(),
-        }
-    }
+    pub row: Option<JobSummary>,
 }
 
 /// Every job this core owns, and the index of the jobs folder.
@@ -106,13 +86,30 @@ impl Jobs {
 #[derive(Debug)]
 pub(crate) enum Recovery {
     ReadingConfig,
-    Listing {
-        retention_days: f64,
-    },
-    Reading {
-        retention_days: f64,
-        files: Vec<JobFile>,
-    },
+    Listing { retention_days: f64 },
+    Reading(Sweep),
+}
+
+/// Start-up recovery's pass over the records, [`RECOVERY_CHUNK`] records per read: only a
+/// chunk of record texts is in memory at a time, and the core serves other inputs between
+/// chunks instead of parsing the whole folder in one go.
+#[derive(Debug)]
+pub(crate) struct Sweep {
+    retention_days: f64,
+    files: Vec<JobFile>,
+    /// Where the chunk being read starts in `files`.
+    next: usize,
+    /// Finished jobs older than the retention, deleted once every record was read.
+    expired: Vec<String>,
+    /// How many abandoned records were marked failed.
+    abandoned: usize,
+}
+
+impl Sweep {
+    /// The part of `files` read by the current (or next) request.
+    fn chunk(&self) -> std::ops::Range<usize> {
+        self.next..(self.next + RECOVERY_CHUNK).min(self.files.len())
+    }
 }
 
 impl Core {
@@ -309,12 +306,12 @@ impl Core {
         self.jobs.owned.get(id).map(|j| j.key)
     }
 
-    /// Remembers a parsed record in the index.
-    pub(crate) fn index_record(&mut self, file: &JobFile, record: Option<&JobRecord>) {
+    /// Remembers a record's summary (`None`: it does not parse) in the index.
+    pub(crate) fn index_record(&mut self, file: &JobFile, row: Option<JobSummary>) {
         let entry = IndexEntry {
             modified: file.modified,
             size: file.size,
-            row: record.map(Row::of),
+            row,
         };
         self.jobs.index.insert(file.id.clone(), entry);
     }
@@ -360,24 +357,21 @@ impl Core {
                 if files.is_empty() {
                     return;
                 }
-                let ids = files.iter().map(|f| f.id.clone()).collect();
-                self.recovery = Some(Recovery::Reading {
+                self.read_chunk(Sweep {
                     retention_days,
                     files,
-                });
-                self.push_recovery_io(IoRequest::ReadJobs {
-                    dir: self.options.jobs_dir.clone(),
-                    ids,
+                    next: 0,
+                    expired: Vec::new(),
+                    abandoned: 0,
                 });
             }
-            (
-                Recovery::Reading {
-                    retention_days,
-                    files,
-                },
-                IoResult::Jobs { records },
-            ) => {
-                self.recover(retention_days, &files, records);
+            (Recovery::Reading(mut sweep), IoResult::Jobs { records }) => {
+                self.recover(&mut sweep, records);
+                if sweep.next < sweep.files.len() {
+                    self.read_chunk(sweep);
+                } else {
+                    self.end_sweep(sweep);
+                }
             }
             (step, other) => self.log(
                 LogLevel::Warn,
@@ -386,37 +380,52 @@ impl Core {
         }
     }
 
-    fn recover(
-        &mut self,
-        retention_days: f64,
-        files: &[JobFile],
-        records: Vec<Result<Option<String>, String>>,
-    ) {
+    fn read_chunk(&mut self, sweep: Sweep) {
+        let ids = sweep.files[sweep.chunk()]
+            .iter()
+            .map(|f| f.id.clone())
+            .collect();
+        self.recovery = Some(Recovery::Reading(sweep));
+        self.push_recovery_io(IoRequest::ReadJobs {
+            dir: self.options.jobs_dir.clone(),
+            ids,
+        });
+    }
+
+    /// Handles one chunk of records: fails the abandoned ones, notes the expired ones and
+    /// indexes the rest.
+    fn recover(&mut self, sweep: &mut Sweep, records: Vec<Result<Option<String>, String>>) {
         let now = self.unix_now();
-        let mut expired = Vec::new();
-        let mut abandoned = 0;
-        for (file, text) in files.iter().zip(records) {
+        let chunk = sweep.chunk();
+        sweep.next = chunk.end;
+        for (file, text) in sweep.files[chunk].iter().zip(records) {
             let Ok(Some(text)) = text else { continue };
-            let Ok(mut record) = JobRecord::parse(&file.id, &text) else {
+            let Ok(row) = JobSummary::parse(&file.id, &text) else {
                 self.index_record(file, None);
                 continue;
             };
             let idle = now - file.modified;
-            let age = now - record.created_at;
-            let reason = match record.status {
+            let age = now - row.created_at;
+            let reason = match row.status {
                 JobStatus::Running if idle > STALE_RUNNING_SECS => Some(("running", idle)),
                 JobStatus::Pending if age > STALE_PENDING_SECS => Some(("pending", age)),
                 _ => None,
             };
             if let Some((state, secs)) = reason {
+                // Only a record that is rewritten needs parsing in full (it does parse: its
+                // summary did).
+                let Ok(mut record) = JobRecord::parse(&file.id, &text) else {
+                    self.index_record(file, None);
+                    continue;
+                };
                 record.status = JobStatus::Failed;
                 record.completed_at = Some(now);
                 record.error = Some(format!(
                     "Abandoned in '{state}' for {}s — likely a server restart. Re-dispatch if still needed.",
                     secs as u64
                 ));
-                abandoned += 1;
-                self.index_record(file, Some(&record));
+                sweep.abandoned += 1;
+                self.index_record(file, Some(JobSummary::of(&record)));
                 self.push_recovery_io(IoRequest::WriteJob {
                     dir: self.options.jobs_dir.clone(),
                     id: record.id.clone(),
@@ -424,33 +433,41 @@ impl Core {
                 });
                 continue;
             }
-            let ended = record.completed_at.unwrap_or(record.created_at);
-            if retention_days > 0.0
-                && record.status.is_terminal()
-                && ended < now - retention_days * 86_400.0
+            let ended = row.completed_at.unwrap_or(row.created_at);
+            if sweep.retention_days > 0.0
+                && row.status.is_terminal()
+                && ended < now - sweep.retention_days * 86_400.0
             {
-                expired.push(record.id.clone());
+                sweep.expired.push(file.id.clone());
                 continue;
             }
-            self.index_record(file, Some(&record));
+            self.index_record(file, Some(row));
         }
-        if abandoned > 0 {
-            self.log(
-                LogLevel::Info,
-                format!("Recovered {abandoned} stale job(s) from a prior run"),
-            );
-        }
-        if !expired.is_empty() {
+    }
+
+    /// Every record was read: report, and delete the expired ones.
+    fn end_sweep(&mut self, sweep: Sweep) {
+        if sweep.abandoned > 0 {
             self.log(
                 LogLevel::Info,
                 format!(
-                    "Deleting {} job(s) older than {retention_days} days",
-                    expired.len()
+                    "Recovered {} stale job(s) from a prior run",
+                    sweep.abandoned
+                ),
+            );
+        }
+        if !sweep.expired.is_empty() {
+            self.log(
+                LogLevel::Info,
+                format!(
+                    "Deleting {} job(s) older than {} days",
+                    sweep.expired.len(),
+                    sweep.retention_days
                 ),
             );
             self.push_recovery_io(IoRequest::DeleteJobs {
                 dir: self.options.jobs_dir.clone(),
-                ids: expired,
+                ids: sweep.expired,
             });
         }
     }
@@ -488,7 +505,7 @@ impl Core {
         job.writing = true;
         job.last_write = Some(clock);
         let contents = job.record.to_json_pretty();
-        let row = Row::of(&job.record);
+        let row = JobSummary::of(&job.record);
         let now = self.unix_now();
         self.jobs.index.insert(
             id.to_string(),
@@ -512,4 +529,135 @@ impl Core {
 /// A job reply for an id we could not find.
 pub(crate) fn not_found(id: &str) -> Value {
     json!({ "error": format!("Job not found: {id}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{Effect, Input, Options, Timestamp};
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    /// Recovery over more records than one chunk, with a record of every kind in each chunk:
+    /// abandoned ones failed and rewritten, expired ones deleted in one request at the end,
+    /// broken ones indexed as such, the rest indexed as they are.
+    #[test]
+    fn recovery_reads_chunk_by_chunk_and_treats_every_record_alike() {
+        const N: usize = 2 * RECOVERY_CHUNK + 40;
+        let mut disk: BTreeMap<String, String> = BTreeMap::new();
+        for i in 0..N {
+            let id = format!("{i:032x}");
+            let mut record = JobRecord::new(id.clone(), "a".into(), "t".into(), NOW - 60.0);
+            let text = match i % 5 {
+                0 => {
+                    record.status = JobStatus::Running; // written 2 h ago: abandoned
+                    record.to_json_pretty()
+                }
+                1 => {
+                    record.created_at = NOW - 2.0 * 86_400.0; // pending for 2 days: abandoned
+                    record.to_json_pretty()
+                }
+                2 => {
+                    record.status = JobStatus::Done; // ended 10 days ago: expired
+                    record.created_at = NOW - 10.0 * 86_400.0;
+                    record.to_json_pretty()
+                }
+                3 => "{ broken".into(),
+                _ => {
+                    record.status = JobStatus::Done;
+                    record.to_json_pretty()
+                }
+            };
+            disk.insert(id, text);
+        }
+        let options = Options {
+            config_path: "/cfg/agents.yaml".into(),
+            jobs_dir: "/jobs".into(),
+            unix_time_at_epoch: NOW,
+            ..Options::default()
+        };
+        let mut core = Core::new(options, Timestamp::ZERO);
+        let (mut reads, mut writes, mut deleted, mut logs) = (Vec::new(), Vec::new(), None, vec![]);
+        while let Some(effect) = core.poll_effect() {
+            let (op, request) = match effect {
+                Effect::Io { op, request } => (op, request),
+                Effect::Log { message, .. } => {
+                    logs.push(message);
+                    continue;
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            let result = match request {
+                IoRequest::ReadConfig { .. } => IoResult::Config {
+                    result: Ok(Some(b"settings:\n  job_retention_days: 7\n".to_vec())),
+                },
+                IoRequest::ListJobs { .. } => IoResult::JobList {
+                    result: Ok(disk
+                        .iter()
+                        .map(|(id, text)| JobFile {
+                            id: id.clone(),
+                            modified: NOW - 7200.0,
+                            size: text.len() as u64,
+                        })
+                        .collect()),
+                },
+                IoRequest::ReadJobs { ids, .. } => {
+                    reads.push(ids.len());
+                    IoResult::Jobs {
+                        records: ids.iter().map(|id| Ok(disk.get(id).cloned())).collect(),
+                    }
+                }
+                IoRequest::WriteJob { id, contents, .. } => {
+                    writes.push(JobRecord::parse(&id, &contents).unwrap());
+                    IoResult::Written { result: Ok(()) }
+                }
+                IoRequest::DeleteJobs { ids, .. } => {
+                    deleted = Some(ids.clone());
+                    IoResult::Deleted {
+                        result: Ok(ids.len()),
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            };
+            core.handle(Timestamp::ZERO, Input::IoDone { op, result })
+                .unwrap();
+        }
+        assert!(!core.recovering());
+        assert_eq!(reads, [RECOVERY_CHUNK, RECOVERY_CHUNK, 40]);
+        let id_of = |i: usize| format!("{i:032x}");
+        let of_kind = |k: usize| (0..N).filter(move |i| i % 5 == k).map(id_of);
+        // Abandoned: failed, rewritten and indexed as failed.
+        let written: Vec<&str> = writes.iter().map(|r| r.id.as_str()).collect();
+        let abandoned: Vec<String> = (0..N).filter(|i| i % 5 < 2).map(id_of).collect();
+        assert_eq!(written, abandoned);
+        for record in &writes {
+            assert_eq!(record.status, JobStatus::Failed);
+            assert_eq!(record.completed_at, Some(NOW));
+            assert!(record
+                .error
+                .as_deref()
+                .unwrap()
+                .starts_with("Abandoned in '"));
+            let row = core.jobs.index[&record.id].row.as_ref().unwrap();
+            assert_eq!(row, &JobSummary::of(record));
+        }
+        // Expired: one delete at the end, and not indexed.
+        assert_eq!(deleted, Some(of_kind(2).collect()));
+        assert!(of_kind(2).all(|id| !core.jobs.index.contains_key(&id)));
+        // Broken: indexed without a row; the rest: as read.
+        assert!(of_kind(3).all(|id| core.jobs.index[&id].row.is_none()));
+        for id in of_kind(4) {
+            let row = core.jobs.index[&id].row.as_ref().unwrap();
+            assert_eq!(Ok(row), JobSummary::parse(&id, &disk[&id]).as_ref());
+        }
+        let abandoned_log = format!(
+            "Recovered {} stale job(s) from a prior run",
+            abandoned.len()
+        );
+        assert!(logs.contains(&abandoned_log), "{logs:?}");
+        let deleting = format!("Deleting {} job(s) older than 7 days", of_kind(2).count());
+        assert!(logs.contains(&deleting), "{logs:?}");
+    }
 }

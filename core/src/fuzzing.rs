@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::config::ConfigDoc;
 use crate::dispatch::outcome::{self, Facts};
 use crate::dispatch::stream::{self, Event};
-use crate::jobs::JobRecord;
+use crate::jobs::{JobRecord, JobSummary};
 use crate::{
     ClientId, Core, CoreError, DirProbe, Effect, ExitStatus, Input, IoRequest, IoResult, Options,
     Timestamp,
@@ -163,4 +163,10 @@ pub fn agents_yaml(bytes: &[u8]) -> Result<ConfigDoc, String> {
 /// Parses a job record read from `<expected_id>.json` (`JobRecord::parse`).
 pub fn job_record(expected_id: &str, text: &str) -> Result<JobRecord, String> {
     JobRecord::parse(expected_id, text)
+}
+
+/// A record's summary read by the fast path alone (`JobSummary::parse_fast`; `None`: left
+/// to the full parse).
+pub fn job_summary_fast(expected_id: &str, text: &str) -> Option<JobSummary> {
+    JobSummary::parse_fast(expected_id, text)
 }

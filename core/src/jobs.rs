@@ -12,6 +12,10 @@ use serde_json::{Map, Number, Value};
 
 use crate::config::py_repr;
 
+mod summary;
+
+pub use summary::JobSummary;
+
 /// Every status a record may have, in lifecycle order.
 pub const STATUSES: [&str; 5] = ["pending", "running", "done", "failed", "cancelled"];
 
@@ -317,54 +321,9 @@ impl JobRecord {
         Value::Object(m)
     }
 
-    /// The row `dispatch_jobs` shows for this job (spec §6.4): `id`, `agent`, `status`,
-    /// `task` (first 120 code points), `created_at`, `started_at?`, `completed_at?`; with a
-    /// result `success` and `cost_usd?` (and the 0.14 `outcome?`); `error_type` when the job
-    /// has an error; `last_progress` for a running job with progress.
-    ///
-    /// `error_type` is `"cancelled"` for a cancelled job, else the result's `error_type`, else
-    /// `"cli_error"` (the Python version said `cli_error` for cancelled jobs too, §10.11).
+    /// The row `dispatch_jobs` shows for this job: see [`JobSummary::to_value`].
     pub fn summary(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("id".into(), Value::from(self.id.as_str()));
-        m.insert("agent".into(), Value::from(self.agent.as_str()));
-        m.insert("status".into(), Value::from(self.status.as_str()));
-        let task: String = self.task.chars().take(120).collect();
-        m.insert("task".into(), Value::from(task));
-        m.insert("created_at".into(), time_value(self.created_at));
-        put_time(&mut m, "started_at", self.started_at);
-        put_time(&mut m, "completed_at", self.completed_at);
-        let result = self.result.as_ref().and_then(Value::as_object);
-        if let Some(result) = result {
-            m.insert(
-                "success".into(),
-                result.get("success").cloned().unwrap_or(Value::Bool(false)),
-            );
-            if let Some(cost) = result.get("cost_usd").filter(|c| !c.is_null()) {
-                m.insert("cost_usd".into(), cost.clone());
-            }
-            if let Some(outcome) = result.get("outcome").filter(|o| !o.is_null()) {
-                m.insert("outcome".into(), outcome.clone());
-            }
-        }
-        if self.error.as_deref().is_some_and(|e| !e.is_empty()) {
-            let error_type = if self.status == JobStatus::Cancelled {
-                "cancelled"
-            } else {
-                result
-                    .and_then(|r| r.get("error_type"))
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                    .unwrap_or("cli_error")
-            };
-            m.insert("error_type".into(), Value::from(error_type));
-        }
-        if self.status == JobStatus::Running {
-            if let Some(last) = self.progress.as_ref().and_then(|p| p.last()) {
-                m.insert("last_progress".into(), Value::from(last.as_str()));
-            }
-        }
-        Value::Object(m)
+        JobSummary::of(self).to_value(&self.id)
     }
 }
 

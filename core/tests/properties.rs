@@ -18,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use agent_dispatch_core::fuzzing::{self, RunEnd};
-use agent_dispatch_core::jobs::{self, JobRecord, JobStatus};
+use agent_dispatch_core::jobs::{self, JobRecord, JobStatus, JobSummary};
 use agent_dispatch_core::{Effect, ExitStatus};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -624,6 +624,153 @@ proptest! {
         prop_assert_eq!(again.unwrap(), expected);
         let _ = loaded.summary();
     }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The summary read used to index the jobs folder never accepts a record the full parse
+    /// refuses and reads the same summary from the others: `JobSummary::parse` is
+    /// `JobRecord::parse` then `JobSummary::of`, `Ok` and `Err` alike. The texts are valid
+    /// records with raw edits: wrong types, nulls, missing and unknown fields, keys given
+    /// twice or escaped, numbers out of range, bad escapes, deep nesting, trailing text.
+    #[test]
+    fn job_summary_agrees_with_the_full_parse(text in record_text()) {
+        let full = JobRecord::parse(ID, &text);
+        if let Some(fast) = fuzzing::job_summary_fast(ID, &text) {
+            prop_assert!(full.is_ok(), "the fast path accepted a refused record: {}", text);
+            prop_assert_eq!(Some(fast), full.as_ref().ok().map(JobSummary::of), "{}", text);
+        }
+        prop_assert_eq!(JobSummary::parse(ID, &text), full.map(|r| JobSummary::of(&r)));
+    }
+
+    /// Every record this version writes is summarised by the fast path, not the fallback.
+    #[test]
+    fn written_records_take_the_fast_path(record in job_record()) {
+        let text = record.to_json_pretty();
+        prop_assert_eq!(fuzzing::job_summary_fast(ID, &text), Some(JobSummary::of(&record)));
+    }
+}
+
+/// One raw edit of a record's text: keys and values are JSON texts, not `Value`s, so that
+/// a key can be given twice or escaped and a value can be what a `Value` cannot hold.
+#[derive(Debug, Clone)]
+enum RecordEdit {
+    /// Replace the field's value where it is (or add the field at the end).
+    Set(String, String),
+    /// Remove the field.
+    Remove(String),
+    /// Add the key again after the others (the last one counts).
+    Repeat(String, String),
+    /// Make `result` an object holding this field next to a usual `success` and `result`.
+    InResult(String, String),
+}
+
+/// A valid record's text with up to four raw edits and, rarely, trailing text.
+fn record_text() -> impl Strategy<Value = String> {
+    let edit = prop_oneof![
+        (record_key(), raw_value()).prop_map(|(k, v)| RecordEdit::Set(k, v)),
+        record_key().prop_map(RecordEdit::Remove),
+        (record_key(), raw_value()).prop_map(|(k, v)| RecordEdit::Repeat(k, v)),
+        (record_key(), raw_value()).prop_map(|(k, v)| RecordEdit::InResult(k, v)),
+    ];
+    let tail = prop_oneof![8 => Just(""), 1 => Just(" \n"), 1 => Just(" x"), 1 => Just("{}")];
+    (job_record(), prop::collection::vec(edit, 0..4), tail).prop_map(|(record, edits, tail)| {
+        // (decoded key, key as written, value as written)
+        let mut fields: Vec<(String, String, String)> = record
+            .to_value()
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::from(k.as_str()).to_string(),
+                    v.to_string(),
+                )
+            })
+            .collect();
+        let decode = |raw: &str| serde_json::from_str::<String>(raw).unwrap();
+        for edit in edits {
+            match edit {
+                RecordEdit::Set(key, value) => {
+                    let name = decode(&key);
+                    match fields.iter_mut().find(|f| f.0 == name) {
+                        Some(field) => field.2 = value,
+                        None => fields.push((name, key, value)),
+                    }
+                }
+                RecordEdit::Remove(key) => {
+                    let name = decode(&key);
+                    fields.retain(|f| f.0 != name);
+                }
+                RecordEdit::Repeat(key, value) => fields.push((decode(&key), key, value)),
+                RecordEdit::InResult(key, value) => {
+                    let result = format!(r#"{{"success": false, {key}: {value}, "result": "r"}}"#);
+                    match fields.iter_mut().find(|f| f.0 == "result") {
+                        Some(field) => field.2 = result,
+                        None => fields.push(("result".into(), r#""result""#.into(), result)),
+                    }
+                }
+            }
+        }
+        let body: Vec<String> = fields.iter().map(|(_, k, v)| format!("{k}: {v}")).collect();
+        format!("{{{}}}{tail}", body.join(", "))
+    })
+}
+
+/// A key as JSON text: a record field, a result field or an unknown one, sometimes with
+/// its first letter escaped (`"\u0069d"` is `"id"`).
+fn record_key() -> impl Strategy<Value = String> {
+    let mut names: Vec<&str> = jobs::KNOWN_FIELDS.to_vec();
+    names.extend(["success", "cost_usd", "outcome", "error_type", "other"]);
+    (prop::sample::select(names), any::<bool>()).prop_map(|(name, escape)| {
+        let mut chars = name.chars();
+        match (escape, chars.next()) {
+            (true, Some(first)) => format!(r#""\u{:04x}{}""#, first as u32, chars.as_str()),
+            _ => Value::from(name).to_string(),
+        }
+    })
+}
+
+/// A value as JSON text: any JSON, values a record field takes, and texts a `Value` refuses
+/// (or barely takes) though serde_json would skip them unchecked.
+fn raw_value() -> impl Strategy<Value = String> {
+    let usual = prop::sample::select(vec![
+        format!("{ID:?}"),
+        r#""running""#.into(),
+        r#""pending""#.into(),
+        r#""cancelled""#.into(),
+        r#""a\u00e9\n""#.into(),
+        "1700000000.5".into(),
+        "17".into(),
+        r#"["a", "b\u2026"]"#.into(),
+        "[]".into(),
+        r#"{"success": true, "cost_usd": 0.5, "outcome": "partial", "error_type": "timeout"}"#
+            .into(),
+    ]);
+    let odd = prop::sample::select(vec![
+        "1e999".to_string(),
+        "-1e999".into(),
+        format!("1{}", "0".repeat(400)),
+        "-0".into(),
+        "1e-400".into(),
+        "18446744073709551616".into(),
+        "-9223372036854775809".into(),
+        r#""\ud800""#.into(),
+        r#""\udc00x""#.into(),
+        r#""\x""#.into(),
+        r#""\u0000""#.into(),
+        r#""\ud83e\udd80""#.into(),
+        "nul".into(),
+    ]);
+    let deep = (120usize..135).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n)));
+    prop_oneof![
+        3 => json_value().prop_map(|v| v.to_string()),
+        3 => usual,
+        2 => odd,
+        1 => deep,
+    ]
 }
 
 fn finite_time() -> impl Strategy<Value = f64> {

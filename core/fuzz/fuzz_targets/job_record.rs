@@ -3,7 +3,8 @@
 //! Checked: no panic (a bad record is an `Err`); a record that loads is written back
 //! (`to_json_pretty`) to text that loads to the same record (top-level `null`s of unknown
 //! fields are dropped by design); the loose `record_status` agrees with the full parse; the
-//! `dispatch_jobs` row can be built.
+//! `dispatch_jobs` row can be built; the fast summary read never accepts a record the full
+//! parse refuses, and reads the same summary from the others.
 
 #![no_main]
 
@@ -15,7 +16,12 @@ const ID: &str = "0123456789abcdef0123456789abcdef";
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let Ok(record) = fuzzing::job_record(ID, &text) else {
+    let loaded = fuzzing::job_record(ID, &text);
+    if let Some(fast) = fuzzing::job_summary_fast(ID, &text) {
+        let full = loaded.as_ref().ok().map(jobs::JobSummary::of);
+        assert_eq!(Some(fast), full, "the fast summary read disagrees");
+    }
+    let Ok(record) = loaded else {
         return;
     };
     assert_eq!(record.id, ID);

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::background::{self, JobKey, Row};
+use crate::background::{self, JobKey};
 use crate::config::{AgentConfig, Settings};
 use crate::engine::{Call, CallId, Core, Event, Next, Step};
 use crate::io::{IoRequest, IoResult, JobFile};
-use crate::jobs::{job_id_error, valid_job_id, JobRecord, JobStatus};
+use crate::jobs::{job_id_error, valid_job_id, JobRecord, JobStatus, JobSummary};
 use crate::time::Timestamp;
 use crate::timer::TimerKey;
 use crate::tools::agents::{error, unknown_agent};
@@ -159,11 +159,11 @@ impl Core {
             },
             (JobStep::ReadingChanged { files }, Event::Io(IoResult::Jobs { records })) => {
                 for (file, text) in files.iter().zip(records) {
-                    let record = text
+                    let row = text
                         .ok()
                         .flatten()
-                        .and_then(|t| JobRecord::parse(&file.id, &t).ok());
-                    self.index_record(file, record.as_ref());
+                        .and_then(|t| JobSummary::parse(&file.id, &t).ok());
+                    self.index_record(file, row);
                 }
                 self.answer_listing(id, call)
             }
@@ -475,46 +475,50 @@ impl Core {
         wait(JobStep::ReadingChanged { files: changed })
     }
 
+    /// dispatch_jobs: the newest matching rows; dispatch_gc: deletes the old finished ones.
     fn answer_listing(&mut self, id: CallId, call: &Call) -> Next {
-        let mut rows: Vec<Row> = self
+        // Rows are borrowed from the index; only the ones returned become JSON. An owned
+        // job is shown from memory (its record on disk may be a write behind), never purged.
+        let on_disk = self
             .jobs
             .index
-            .values()
-            .filter_map(|e| e.row.clone())
-            .collect();
-        rows.retain(|r| {
-            !self
-                .jobs
-                .owned
-                .values()
-                .any(|j| j.record.id == r.summary["id"])
-        });
-        rows.extend(self.jobs.owned.values().map(|j| Row::of(&j.record)));
+            .iter()
+            .filter(|(job, _)| !self.jobs.owned.contains_key(*job))
+            .filter_map(|(job, entry)| Some((job.as_str(), entry.row.as_ref()?)));
         if call.tool == Tool::DispatchGc {
-            return self.gc(id, call, rows);
+            let days = call.args.num("max_age_days");
+            let cutoff = self.unix_now() - days * 86_400.0;
+            let ids: Vec<String> = on_disk
+                .filter(|(_, r)| {
+                    r.status.is_terminal() && r.completed_at.unwrap_or(r.created_at) < cutoff
+                })
+                .map(|(job, _)| job.to_string())
+                .collect();
+            return self.gc(id, call, ids);
         }
+        let owned: Vec<(&str, JobSummary)> = self
+            .jobs
+            .owned
+            .iter()
+            .map(|(job, j)| (job.as_str(), JobSummary::of(&j.record)))
+            .collect();
+        let rows = on_disk.chain(owned.iter().map(|(job, row)| (*job, row)));
         let status = JobStatus::parse(call.args.str("status").trim().to_lowercase().as_str());
         let agent = call.args.str("agent");
-        rows.retain(|r| {
+        let rows = rows.filter(|(_, r)| {
             status.is_none_or(|s| r.status == s) && (agent.is_empty() || r.agent == agent)
         });
-        rows.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
         let limit = call.args.int("limit").clamp(1, 1000) as usize;
+        let newest = newest_first(rows.collect(), limit);
         Next::Done(
-            Value::Array(rows.into_iter().take(limit).map(|r| r.summary).collect()),
+            Value::Array(newest.iter().map(|(job, r)| r.to_value(job)).collect()),
             false,
         )
     }
 
-    fn gc(&mut self, id: CallId, call: &Call, rows: Vec<Row>) -> Next {
+    /// dispatch_gc of these records (dry run: only says which).
+    fn gc(&mut self, id: CallId, call: &Call, ids: Vec<String>) -> Next {
         let days = call.args.num("max_age_days");
-        let cutoff = self.unix_now() - days * 86_400.0;
-        let ids: Vec<String> = rows
-            .iter()
-            .filter(|r| r.status.is_terminal() && r.completed_at.unwrap_or(r.created_at) < cutoff)
-            .filter_map(|r| r.summary["id"].as_str().map(str::to_string))
-            .filter(|job| !self.jobs.owned.contains_key(job))
-            .collect();
         if call.args.bool("dry_run") {
             let n = ids.len();
             return Next::Done(
@@ -554,6 +558,31 @@ fn answer_record(call: &Call, record: &JobRecord) -> Next {
         result["full_size"] = json!(size);
     }
     Next::Done(result, false)
+}
+
+/// The `limit` newest rows, newest first; rows created at the same time keep their order.
+/// The same rows as a stable sort of them all, but only the rows returned are sorted.
+fn newest_first<'a>(
+    rows: Vec<(&'a str, &'a JobSummary)>,
+    limit: usize,
+) -> Vec<(&'a str, &'a JobSummary)> {
+    type Ranked<'r> = (usize, &'r str, &'r JobSummary);
+    let order = |a: &Ranked, b: &Ranked| {
+        (b.2.created_at)
+            .total_cmp(&a.2.created_at)
+            .then(a.0.cmp(&b.0))
+    };
+    let mut rows: Vec<Ranked> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (job, row))| (i, job, row))
+        .collect();
+    if rows.len() > limit {
+        rows.select_nth_unstable_by(limit, order);
+        rows.truncate(limit);
+    }
+    rows.sort_unstable_by(order);
+    rows.into_iter().map(|(_, job, row)| (job, row)).collect()
 }
 
 fn wait(step: JobStep) -> Next {
@@ -600,4 +629,33 @@ fn read_one(id: &str, records: Vec<Result<Option<String>, String>>) -> Result<Jo
 
 fn io_error(tool: &str, e: &str) -> Value {
     json!({"error": format!("{tool} failed on I/O: {e}"), "hint": "Check free disk space and the jobs folder's permissions (agent-dispatch doctor), then retry."})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_first_is_a_stable_sort_cut_to_the_limit() {
+        // Many rows created at the same time, in no particular order.
+        let rows: Vec<(String, JobSummary)> = (0..200u32)
+            .map(|i| {
+                let id = format!("{i:032x}");
+                let created_at = f64::from(i * 7919 % 13);
+                let record = JobRecord::new(id.clone(), "a".into(), "t".into(), created_at);
+                (id, JobSummary::of(&record))
+            })
+            .collect();
+        let rows: Vec<(&str, &JobSummary)> = rows.iter().map(|(id, r)| (id.as_str(), r)).collect();
+        let ids = |rows: &[(&str, &JobSummary)]| -> Vec<String> {
+            rows.iter().map(|(id, _)| id.to_string()).collect()
+        };
+        for limit in [1, 5, 13, 50, 199, 200, 1000] {
+            let mut expected = rows.clone();
+            expected.sort_by(|a, b| b.1.created_at.total_cmp(&a.1.created_at));
+            expected.truncate(limit);
+            let newest = newest_first(rows.clone(), limit);
+            assert_eq!(ids(&newest), ids(&expected), "limit {limit}");
+        }
+    }
 }
