@@ -28,6 +28,9 @@
 //!   `remove_agent` and `dispatch_async` fail with errors that say the disk is full, and
 //!   `agents.yaml` and the job records are byte for byte what they were; once space is
 //!   freed, the same server works again.
+//! - `a_result_that_cannot_be_written_is_kept_and_written_later`: a job ends while that
+//!   tmpfs is full; the server answers for it from memory and writes its final record once
+//!   there is room (retried every 5 s).
 //!
 //! The fake `claude` is a `sh` script (no Python needed). Measured figures go to stderr.
 
@@ -693,6 +696,110 @@ fn full_disk_gives_clear_errors() {
     assert_eq!(done["status"], "done", "{done}");
     report_line(&format!(
         "{TEST}: a 64 KiB tmpfs filled with {filled} bytes: add/update/remove_agent and dispatch_async refused with '{no_space}', agents.yaml and the record intact, working again once freed"
+    ));
+    drop(server);
+}
+
+/// A job that ends while the disk is full: its final record cannot be written, so the server
+/// keeps answering for it from memory (`dispatch_status` says `done`, not the `running` the
+/// file still shows) and writes it again every 5 s; once there is room, the file says `done`
+/// with the result.
+#[test]
+fn a_result_that_cannot_be_written_is_kept_and_written_later() {
+    const TEST: &str = "a_result_that_cannot_be_written_is_kept_and_written_later";
+    let scratch = Scratch::new(TEST);
+    let disk = match Tmpfs::mount(&scratch.join("disk"), "64k") {
+        Ok(disk) => disk,
+        Err(why) => {
+            report_line(&format!("skipped: {TEST}: {why}"));
+            return;
+        }
+    };
+    let agent_dir = scratch.dir("agent");
+    let jobs = disk.path.join("jobs");
+    let go = scratch.join("go");
+    let fake = write_script(
+        &scratch.path,
+        "claude-waits",
+        &format!(
+            "while [ ! -e {go} ]; do sleep 0.05; done\n\
+             printf '{{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"00000000-0000-4000-8000-000000000000\"}}\\n'\n\
+             printf '{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"num_turns\":1,\"result\":\"kept answer\",\"session_id\":\"00000000-0000-4000-8000-000000000000\"}}\\n'\n",
+            go = sh_quote(go.to_str().expect("utf-8 path"))
+        ),
+    );
+    let config = write_config(
+        &scratch,
+        &[TestAgent {
+            name: AGENT,
+            directory: &agent_dir,
+            extra: &[],
+        }],
+        &[],
+    );
+    let mut env = claude_env(&fake, &[]);
+    env.push((
+        "AGENT_DISPATCH_JOBS_DIR".to_owned(),
+        jobs.to_str().expect("utf-8 path").to_owned(),
+    ));
+    let mut server = McpServer::start(&scratch, &config, &env);
+    server.initialize();
+
+    let job = server.call(
+        "dispatch_async",
+        json!({"agent": AGENT, "task": "wait for go"}),
+    );
+    let id = job["job_id"].as_str().expect("a job id").to_owned();
+    let record_path = jobs.join(format!("{id}.json"));
+    let on_disk = |status: &str| {
+        fs::read_to_string(&record_path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|r| r["status"] == status)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || on_disk("running")).is_some(),
+        "the running record is on disk"
+    );
+
+    let filler = disk.path.join("filler");
+    fill(&filler);
+    fs::write(&go, "").expect("write the go file");
+    let failed = format!("Could not write job {id}");
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .stderr_so_far()
+            .contains(&failed))
+        .is_some(),
+        "the final write fails on the full disk: {}",
+        server.stderr_so_far()
+    );
+    let status = server.call("dispatch_status", json!({"job_id": id}));
+    assert_eq!(status["status"], "done", "answered from memory: {status}");
+    let result = server.call("fetch_result", json!({"ref": id}));
+    assert!(result.to_string().contains("kept answer"), "{result}");
+    assert!(
+        on_disk("running"),
+        "the file is unchanged while the disk is full"
+    );
+    assert_eq!(temp_names(&jobs), Vec::<String>::new());
+
+    fs::remove_file(&filler).expect("remove the filler");
+    let written = wait_until(Duration::from_secs(15), || on_disk("done"));
+    assert!(
+        written.is_some(),
+        "the final record written once there is room: {}\nserver stderr:\n{}",
+        fs::read_to_string(&record_path).unwrap_or_default(),
+        server.stderr_so_far()
+    );
+    let record: Value =
+        serde_json::from_str(&fs::read_to_string(&record_path).expect("read")).expect("json");
+    assert_eq!(record["result"]["result"], "kept answer", "{record:#}");
+    let status = server.call("dispatch_status", json!({"job_id": id}));
+    assert_eq!(status["status"], "done", "{status}");
+    report_line(&format!(
+        "{TEST}: final record written {:.1?} after the disk had room again",
+        written.unwrap_or_default()
     ));
     drop(server);
 }

@@ -24,6 +24,8 @@ use crate::timer::TimerKey;
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(300);
 /// At most one progress write per job per this interval.
 pub(crate) const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the final record of a finished job is tried again after its write failed.
+pub(crate) const WRITE_RETRY: Duration = Duration::from_secs(5);
 /// The length of one progress message in a record (how many are kept is
 /// `settings.limits.progress_tail`).
 pub(crate) const PROGRESS_CHARS: usize = 300;
@@ -38,13 +40,15 @@ const RECOVERY_CHUNK: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct JobKey(pub u64);
 
-/// A job this core created and is running.
+/// A job this core created and is running, or whose final record is not on disk yet.
 #[derive(Debug)]
 pub(crate) struct OwnedJob {
     pub key: JobKey,
     pub record: JobRecord,
     /// A write of this record is in flight.
     writing: bool,
+    /// The last write failed (a full disk): the record on disk is behind this one.
+    pub unsaved: bool,
     /// The record changed since the write in flight started.
     dirty: bool,
     last_write: Option<crate::time::Timestamp>,
@@ -138,6 +142,7 @@ impl Core {
             key,
             record,
             writing: false,
+            unsaved: false,
             dirty: false,
             last_write: None,
             creator,
@@ -237,6 +242,7 @@ impl Core {
             return;
         };
         job.writing = false;
+        job.unsaved = result.is_err();
         let key = job.key;
         let creator = job.creator.take();
         if let Err(e) = &result {
@@ -273,26 +279,32 @@ impl Core {
             job.dirty = false;
             let id = id.to_string();
             self.save_job(&id);
+        } else if job.record.status.is_terminal() && job.unsaved {
+            // The result lives only here: keep answering from memory and write it again
+            // later, rather than leave the file saying `running` until recovery gives up.
+            self.timers
+                .set(TimerKey::JobWrite(key.0), self.now().plus(WRITE_RETRY));
         } else if job.record.status.is_terminal() && job.waiters.is_empty() {
             let id = id.to_string();
             self.forget_job(&id);
         }
     }
 
-    /// A job timer fired: a coalesced progress write or a heartbeat.
+    /// A job timer fired: a coalesced progress write, a heartbeat, or another try at the
+    /// final record of a finished job.
     pub(crate) fn job_timer(&mut self, key: JobKey) {
         let Some(id) = self.jobs.id(key).cloned() else {
             return;
         };
-        let running = self
-            .jobs
-            .owned
-            .get(&id)
-            .is_some_and(|j| !j.record.status.is_terminal());
-        if running {
+        let Some(job) = self.jobs.owned.get(&id) else {
+            return;
+        };
+        if !job.record.status.is_terminal() {
             self.save_job(&id);
             self.timers
                 .set(TimerKey::JobWrite(key.0), self.now().plus(HEARTBEAT));
+        } else if job.unsaved {
+            self.save_job(&id);
         }
     }
 

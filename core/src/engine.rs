@@ -774,6 +774,13 @@ impl Core {
     fn maybe_exit(&mut self) {
         let idle = self.calls.is_empty() && self.ops.is_empty() && self.run_count() == 0;
         if self.phase == Phase::Draining && idle {
+            let unsaved: Vec<String> = (self.jobs.owned.values())
+                .filter(|j| j.unsaved)
+                .map(|j| format!("Job {} ended ({}) but its record could not be written; the file still shows its last saved state", j.record.id, j.record.status))
+                .collect();
+            for message in unsaved {
+                self.log(LogLevel::Warn, message);
+            }
             self.phase = Phase::Exited;
             self.effects.push_back(Effect::Exit { code: 0 });
             return;
@@ -799,7 +806,7 @@ impl Core {
                 .jobs
                 .owned
                 .values()
-                .all(|j| j.record.status.is_terminal())
+                .all(|j| j.record.status.is_terminal() && !j.unsaved)
     }
 }
 
