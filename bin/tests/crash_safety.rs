@@ -560,16 +560,33 @@ fn temp_names(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A 64 KiB tmpfs in `scratch`, or `None` after a skip message (it needs root and `mount`).
+fn small_disk(test: &str, scratch: &Scratch) -> Option<Tmpfs> {
+    match Tmpfs::mount(&scratch.join("disk"), "64k") {
+        Ok(disk) => Some(disk),
+        Err(why) => {
+            report_line(&format!("skipped: {test}: {why}"));
+            None
+        }
+    }
+}
+
+/// The server's environment: `claude` is `fake`, job records go to `jobs`.
+fn env_with_jobs(fake: &Path, jobs: &Path) -> Vec<(String, String)> {
+    let mut env = claude_env(fake, &[]);
+    env.push((
+        "AGENT_DISPATCH_JOBS_DIR".to_owned(),
+        jobs.to_str().expect("utf-8 path").to_owned(),
+    ));
+    env
+}
+
 #[test]
 fn full_disk_gives_clear_errors() {
     const TEST: &str = "full_disk_gives_clear_errors";
     let scratch = Scratch::new(TEST);
-    let disk = match Tmpfs::mount(&scratch.join("disk"), "64k") {
-        Ok(disk) => disk,
-        Err(why) => {
-            report_line(&format!("skipped: {TEST}: {why}"));
-            return;
-        }
+    let Some(disk) = small_disk(TEST, &scratch) else {
+        return;
     };
     let agent_dir = scratch.dir("agent");
     let config = disk.path.join("agents.yaml");
@@ -583,11 +600,7 @@ fn full_disk_gives_clear_errors() {
     )
     .expect("write agents.yaml");
     let fake = quick_fake(&scratch);
-    let mut env = claude_env(&fake, &[]);
-    env.push((
-        "AGENT_DISPATCH_JOBS_DIR".to_owned(),
-        jobs.to_str().expect("utf-8 path").to_owned(),
-    ));
+    let env = env_with_jobs(&fake, &jobs);
     let mut server = McpServer::start(&scratch, &config, &env);
     server.initialize();
 
@@ -708,12 +721,8 @@ fn full_disk_gives_clear_errors() {
 fn a_result_that_cannot_be_written_is_kept_and_written_later() {
     const TEST: &str = "a_result_that_cannot_be_written_is_kept_and_written_later";
     let scratch = Scratch::new(TEST);
-    let disk = match Tmpfs::mount(&scratch.join("disk"), "64k") {
-        Ok(disk) => disk,
-        Err(why) => {
-            report_line(&format!("skipped: {TEST}: {why}"));
-            return;
-        }
+    let Some(disk) = small_disk(TEST, &scratch) else {
+        return;
     };
     let agent_dir = scratch.dir("agent");
     let jobs = disk.path.join("jobs");
@@ -737,11 +746,7 @@ fn a_result_that_cannot_be_written_is_kept_and_written_later() {
         }],
         &[],
     );
-    let mut env = claude_env(&fake, &[]);
-    env.push((
-        "AGENT_DISPATCH_JOBS_DIR".to_owned(),
-        jobs.to_str().expect("utf-8 path").to_owned(),
-    ));
+    let env = env_with_jobs(&fake, &jobs);
     let mut server = McpServer::start(&scratch, &config, &env);
     server.initialize();
 
