@@ -6,8 +6,9 @@ use futures_lite::io::AsyncRead;
 
 use crate::lines::{LineReader, MAX_LINE};
 
-/// What a client line longer than [`MAX_LINE`] becomes: not JSON, so the core answers with a
-/// parse error instead of us buffering without limit.
+/// What the stdio proxy forwards for a client line longer than [`MAX_LINE`]: not JSON, and
+/// read back by [`read_client`] as `ClientLineTooLong`, so a daemon's client gets the same
+/// "line too long" error as a `serve` client.
 pub const OVERSIZED_LINE: &str =
     "<agent-dispatch: input line longer than settings.limits.max_line_bytes was discarded>";
 
@@ -31,7 +32,9 @@ where
     let mut lines = LineReader::new(reader, limit);
     loop {
         let input = match lines.next_line().await {
-            Ok(Some(line)) if line.truncated => Input::ClientLineTooLong { client, limit },
+            Ok(Some(line)) if line.truncated || line.bytes == OVERSIZED_LINE.as_bytes() => {
+                Input::ClientLineTooLong { client, limit }
+            }
             Ok(Some(line)) => Input::ClientLine {
                 client,
                 line: line.into_text(),
@@ -57,6 +60,9 @@ mod tests {
         let (tx, rx) = async_channel::unbounded();
         let mut input = vec![b'x'; 3000];
         input.extend_from_slice(b"\n{}\n");
+        // What the proxy forwards for a line over its own cap.
+        input.extend_from_slice(OVERSIZED_LINE.as_bytes());
+        input.extend_from_slice(b"\n");
         smol::block_on(read_client(ClientId(1), &input[..], 2048, &tx));
         drop(tx);
         let got: Vec<Input> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
@@ -72,6 +78,10 @@ mod tests {
                 Input::ClientLine {
                     client: c,
                     line: "{}".into()
+                },
+                Input::ClientLineTooLong {
+                    client: c,
+                    limit: 2048
                 },
             ]
         );
