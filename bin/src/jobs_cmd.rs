@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use agent_dispatch_core::config::py_repr;
 use agent_dispatch_core::jobs::valid_job_id;
 use agent_dispatch_core::Options;
-use agent_dispatch_transports::local::LocalClient;
+use agent_dispatch_transports::local::{LocalClient, ToolOutcome};
 use serde_json::{json, Map, Value};
 
 use crate::registry::{call, checked, print_json_outcome, server_error, text, tool_error};
@@ -111,12 +111,19 @@ pub fn job(options: Options, id: &str, json: bool) -> Outcome {
     Ok(())
 }
 
-/// `agent-dispatch cancel ID` → `dispatch_cancel`. Exit 0 when the job was cancelled, 1 when
-/// it had already finished, is not found, or runs in another server (whose subprocess this
-/// process cannot kill).
+/// `agent-dispatch cancel ID` → `dispatch_cancel`. A job running in the daemon is cancelled
+/// there (only the server running a job can kill it). Exit 0 when the job was cancelled, 1
+/// when it had already finished, is not found, or runs in another server that is not the
+/// daemon.
 pub fn cancel(options: Options, id: &str, json: bool) -> Outcome {
     check_id(id)?;
-    let outcome = call(options, "dispatch_cancel", json!({ "job_id": id }))?;
+    let socket = crate::daemon::default_socket(&options.config_path);
+    let mut outcome = call(options, "dispatch_cancel", json!({ "job_id": id }))?;
+    if outcome.value["outcome"] == "running" {
+        if let Some(theirs) = cancel_in_daemon(&socket, id) {
+            outcome = theirs;
+        }
+    }
     if json {
         ui::print_json(&outcome.value);
     }
@@ -139,7 +146,7 @@ pub fn cancel(options: Options, id: &str, json: bool) -> Outcome {
             "Job {id} already finished ({status}); nothing to cancel."
         ))),
         "running" => Err(CliError::fail(format!(
-            "Job {id} is running in another agent-dispatch server: cannot kill it from here."
+            "Job {id} is running in another agent-dispatch server (not the daemon): cannot kill it from here."
         ))
         .with_hint(format!(
             "cancel it from the Claude Code session that started it (dispatch_cancel), or wait for it: agent-dispatch job {id}"
@@ -149,6 +156,22 @@ pub fn cancel(options: Options, id: &str, json: bool) -> Outcome {
             py_repr(other)
         ))),
     }
+}
+
+/// `dispatch_cancel` in the daemon, when one answers on `socket`: it may be the server
+/// running the job. `None` when there is no daemon or it gave no answer.
+fn cancel_in_daemon(socket: &std::path::Path, id: &str) -> Option<ToolOutcome> {
+    if !socket.exists() {
+        return None;
+    }
+    agent_dispatch_transports::remote::call_tool_in_daemon(
+        socket,
+        "dispatch_cancel",
+        json!({ "job_id": id }),
+        std::time::Duration::from_secs(10),
+    )
+    .map_err(|why| note!("agent-dispatch: could not ask the daemon: {why}"))
+    .ok()
 }
 
 /// `agent-dispatch gc` → `dispatch_gc`: deletes finished jobs older than `--days` (default

@@ -1386,7 +1386,7 @@ fn cancel_and_gc_change_the_jobs_folder() {
     let other = sb.run(&["cancel", &running]).expect(1);
     assert!(
         other.stderr.starts_with(&format!(
-            "Error: Job {running} is running in another agent-dispatch server: cannot kill it from here.\n"
+            "Error: Job {running} is running in another agent-dispatch server (not the daemon): cannot kill it from here.\n"
         )),
         "{}",
         other.stderr
@@ -1724,7 +1724,7 @@ fn a_running_async_job_is_seen_but_not_killed_from_another_process() {
     let refused = sb.run(&["cancel", &id]).expect(1);
     assert!(
         refused.stderr.starts_with(&format!(
-            "Error: Job {id} is running in another agent-dispatch server: cannot kill it from here.\n"
+            "Error: Job {id} is running in another agent-dispatch server (not the daemon): cannot kill it from here.\n"
         )),
         "{}",
         refused.stderr

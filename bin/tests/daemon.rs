@@ -1125,3 +1125,67 @@ exit 1
         "serve --connect"
     );
 }
+
+/// `agent-dispatch cancel` of a job the daemon runs: the command's own in-process server does
+/// not run it, so it asks the daemon, which kills it; a job nobody runs any more is still
+/// refused with the reason.
+#[test]
+fn cli_cancel_reaches_a_job_running_in_the_daemon() {
+    const TEST: &str = "cli_cancel_reaches_a_job_running_in_the_daemon";
+    let Some(rig) = Rig::new(TEST, "dcancel", &[], false) else {
+        return;
+    };
+    let daemon = rig.daemon(&[]);
+    let mut session = rig.proxy();
+    let job = session.call("dispatch_async", json!({"agent": "slow", "task": "sleep"}));
+    let id = job["job_id"].as_str().expect("a job id").to_owned();
+    let record = jobs_dir(&rig.scratch).join(format!("{id}.json"));
+    let status_on_disk = || {
+        fs::read_to_string(&record)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|r| r["status"].clone())
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || status_on_disk()
+            == Some(json!("running")))
+        .is_some(),
+        "the job runs in the daemon: {:?}\n{}",
+        status_on_disk(),
+        daemon.log()
+    );
+
+    let out = run_limited(
+        rig.command(&["cancel", &id]),
+        Duration::from_secs(30),
+        "cancel",
+    );
+    assert!(
+        out.status.success() && out.stdout.contains("killed the running job"),
+        "{}\n{}\ndaemon log:\n{}",
+        out.stdout,
+        out.stderr,
+        daemon.log()
+    );
+    let status = session.call("dispatch_status", json!({"job_id": id}));
+    assert_eq!(status["status"], "cancelled", "{status}");
+    assert!(
+        wait_until(Duration::from_secs(5), || status_on_disk()
+            == Some(json!("cancelled")))
+        .is_some(),
+        "{:?}",
+        status_on_disk()
+    );
+
+    let again = run_limited(
+        rig.command(&["cancel", &id]),
+        Duration::from_secs(30),
+        "cancel again",
+    );
+    assert_eq!(again.status.code(), Some(1), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already finished (cancelled)"),
+        "{}",
+        again.stderr
+    );
+}

@@ -21,6 +21,7 @@ mod exec;
 mod lines;
 pub mod local;
 pub mod proxy;
+pub mod remote;
 pub mod replay;
 mod signals;
 pub mod stdio;

@@ -35,7 +35,7 @@ pub const CLIENT: ClientId = ClientId(0);
 const INVALID_PARAMS: i64 = -32602;
 
 /// The protocol revision the local client asks for.
-const PROTOCOL_VERSION: &str = "2025-11-25";
+pub(crate) const PROTOCOL_VERSION: &str = "2025-11-25";
 
 /// A finished tool call.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,7 +294,7 @@ pub fn call_tool(
 }
 
 /// Reads a `tools/call` result.
-fn tool_outcome(result: &Value) -> ToolOutcome {
+pub(crate) fn tool_outcome(result: &Value) -> ToolOutcome {
     let text = result["content"]
         .as_array()
         .and_then(|blocks| blocks.iter().find(|b| b["type"] == "text"))
