@@ -5,7 +5,11 @@
 
 use agent_dispatch_core::{ClientId, Core, Input, Options, Timestamp};
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use smol::Unblock;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileTypeExt;
+
+use smol::{Async, Unblock};
 
 use crate::{read_client, Driver};
 
@@ -22,15 +26,40 @@ pub fn serve(options: Options) -> i32 {
     smol::block_on(run(options, stdin, stdout, true))
 }
 
-/// This process's stdin and stdout as async streams, each read or written by a blocking
-/// thread through a 256 KiB buffer. (`Unblock`'s default, 8 MiB, is mapped afresh whenever
-/// the stream went idle: page faults and unmapping on nearly every reply.)
-pub(crate) fn std_streams() -> (Unblock<std::io::Stdin>, Unblock<std::io::Stdout>) {
+/// This process's stdin and stdout as async streams.
+///
+/// A pipe or a socket (what an MCP client gives its server) is waited on by the drive loop
+/// itself: no thread hand-off per message, which on an idle machine costs tens of µs each
+/// way. A terminal or a regular file goes through a blocking thread and a 256 KiB buffer
+/// (`Unblock`'s default, 8 MiB, is mapped afresh whenever the stream went idle).
+pub(crate) fn std_streams() -> (Reader, Writer) {
     const BUFFER: usize = 256 * 1024;
-    (
-        Unblock::with_capacity(BUFFER, std::io::stdin()),
-        Unblock::with_capacity(BUFFER, std::io::stdout()),
-    )
+    let stdin: Reader = match pollable(std::io::stdin().as_fd()) {
+        Some(file) => Box::new(file),
+        None => Box::new(Unblock::with_capacity(BUFFER, std::io::stdin())),
+    };
+    let stdout: Writer = match pollable(std::io::stdout().as_fd()) {
+        Some(file) => Box::new(file),
+        None => Box::new(Unblock::with_capacity(BUFFER, std::io::stdout())),
+    };
+    (stdin, stdout)
+}
+
+/// An async byte source (stdin).
+pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// An async byte sink (stdout).
+pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A duplicate of `fd` registered with the reactor (which makes the shared file description
+/// non-blocking), when `fd` is a pipe or a socket; `None` for anything epoll cannot wait on
+/// or that other processes may share in blocking mode (a terminal).
+fn pollable(fd: BorrowedFd<'_>) -> Option<Async<File>> {
+    let file = File::from(fd.try_clone_to_owned().ok()?);
+    let kind = file.metadata().ok()?.file_type();
+    if !(kind.is_fifo() || kind.is_socket()) {
+        return None;
+    }
+    Async::new(file).ok()
 }
 
 /// [`serve`] over any byte streams (for tests and embedding). Signals are left alone.
