@@ -604,19 +604,23 @@ fn full_disk_gives_clear_errors() {
     let mut server = McpServer::start(&scratch, &config, &env);
     server.initialize();
 
-    // While there is room: an agent added, a job run to its end.
-    let added = server.call(
-        "add_agent",
-        json!({"name": "second", "directory": agent_dir, "description": "x"}),
-    );
-    assert_eq!(added["added"], "second", "{added}");
-    let job = server.call("dispatch_async", json!({"agent": AGENT, "task": "before"}));
-    let id = job["job_id"].as_str().expect("a job id").to_owned();
-    let done = server.call(
-        "dispatch_wait",
-        json!({"job_id": id, "timeout_seconds": 30}),
-    );
-    assert_eq!(done["status"], "done", "{done}");
+    // An agent added and a job run to its end: what works while there is room.
+    let add_and_run = |server: &mut McpServer, name: &str, task: &str| -> String {
+        let added = server.call(
+            "add_agent",
+            json!({"name": name, "directory": agent_dir, "description": "x"}),
+        );
+        assert_eq!(added["added"], name, "{added}");
+        let job = server.call("dispatch_async", json!({"agent": AGENT, "task": task}));
+        let id = job["job_id"].as_str().expect("a job id").to_owned();
+        let done = server.call(
+            "dispatch_wait",
+            json!({"job_id": id, "timeout_seconds": 30}),
+        );
+        assert_eq!(done["status"], "done", "{done}");
+        id
+    };
+    let id = add_and_run(&mut server, "second", "before");
     let record_path = jobs.join(format!("{id}.json"));
     let written = wait_until(Duration::from_secs(5), || {
         fs::read_to_string(&record_path).is_ok_and(|t| t.contains("\"done\""))
@@ -695,18 +699,7 @@ fn full_disk_gives_clear_errors() {
 
     // Room again: the same server works.
     fs::remove_file(&filler).expect("remove the filler");
-    let added = server.call(
-        "add_agent",
-        json!({"name": "third", "directory": agent_dir, "description": "x"}),
-    );
-    assert_eq!(added["added"], "third", "{added}");
-    let job = server.call("dispatch_async", json!({"agent": AGENT, "task": "after"}));
-    let id = job["job_id"].as_str().expect("a job id").to_owned();
-    let done = server.call(
-        "dispatch_wait",
-        json!({"job_id": id, "timeout_seconds": 30}),
-    );
-    assert_eq!(done["status"], "done", "{done}");
+    add_and_run(&mut server, "third", "after");
     report_line(&format!(
         "{TEST}: a 64 KiB tmpfs filled with {filled} bytes: add/update/remove_agent and dispatch_async refused with '{no_space}', agents.yaml and the record intact, working again once freed"
     ));
