@@ -3,12 +3,11 @@
 //! No core here: each test applies effects by hand and reads the inputs the executor feeds
 //! back, with deadlines instead of sleeps.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use agent_dispatch_core::{
@@ -17,7 +16,8 @@ use agent_dispatch_core::{
 };
 use agent_dispatch_transports::{files, Executor};
 use async_channel::Receiver;
-use futures_lite::io::AsyncWrite;
+
+use support::{mode, Sink, TempDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -132,35 +132,6 @@ fn spec(program: &str, args: &[&str]) -> SpawnSpec {
     }
 }
 
-/// A fresh folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "adt-exec-{}-{:x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path.canonicalize().expect("canonical temp dir"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o777
-}
-
 /// Pids of live (non-zombie) processes in process group `pgid`, from /proc.
 fn live_group_members(pgid: u32) -> Vec<u32> {
     let mut found = Vec::new();
@@ -255,7 +226,7 @@ fn a_line_longer_than_the_spec_allows_is_cut_not_buffered() {
 
 #[test]
 fn program_is_found_on_the_spec_path_with_cwd_env_and_stdin() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("exec");
     let mut h = Harness::new();
     let mut with_env = spec("fake-claude", &["env", "AGENT_DISPATCH_DEPTH"]);
     with_env.cwd = dir.0.clone();
@@ -383,7 +354,7 @@ fn term_is_reported_as_a_signal() {
 
 #[test]
 fn spawn_failures_are_classified() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("exec");
     let mut h = Harness::new();
     let failure = |h: &Harness, proc: u64| match h.next() {
         Input::SpawnFailed { proc: p, error } if p == ProcId(proc) => error,
@@ -420,27 +391,6 @@ fn spawn_failures_are_classified() {
     assert_eq!(failure(&h, 3).kind, SpawnErrorKind::PermissionDenied);
 }
 
-/// A client writer that keeps what it is given.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl AsyncWrite for Sink {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.0.lock().expect("sink").extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 #[test]
 fn send_writes_lines_in_order_and_exit_records_the_code() {
     let mut h = Harness::new();
@@ -467,7 +417,7 @@ fn send_writes_lines_in_order_and_exit_records_the_code() {
 
 #[test]
 fn config_write_keeps_the_symlink_and_locks_down_modes() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("exec");
     let real_dir = dir.0.join("dotfiles/agent-dispatch");
     let real = real_dir.join("agents.yaml");
     let link_dir = dir.0.join("config");
@@ -519,7 +469,7 @@ fn config_write_keeps_the_symlink_and_locks_down_modes() {
 
 #[test]
 fn a_failed_write_names_the_path_and_leaves_no_trace() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("exec");
     // The target is a folder: the rename fails after the temp file was written.
     let target = dir.0.join("agents.yaml");
     std::fs::create_dir(&target).expect("mkdir");
@@ -546,7 +496,7 @@ fn a_failed_write_names_the_path_and_leaves_no_trace() {
 #[test]
 fn locked_edits_from_two_writers_are_not_lost() {
     const EDITS: usize = 15;
-    let dir = TempDir::new();
+    let dir = TempDir::new("exec");
     let path = dir.0.join("agents.yaml");
     // Two executors on two threads stand for two processes (the server and a CLI edit).
     let writers: Vec<_> = ["a", "b"]
@@ -585,7 +535,7 @@ fn locked_edits_from_two_writers_are_not_lost() {
 
 #[test]
 fn unlock_releases_the_config_lock() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("exec");
     let path = dir.0.join("agents.yaml");
     let mut h = Harness::new();
     let _ = h.io(IoRequest::ReadConfig {
@@ -614,7 +564,7 @@ fn unlock_releases_the_config_lock() {
 /// `stat` itself: links are followed, a broken link is absent, nested names work.
 #[test]
 fn probe_markers_agree_with_stat_for_links_nesting_and_huge_dirs() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("exec");
     let small = dir.0.join("small");
     let huge = dir.0.join("huge");
     for project in [&small, &huge] {
@@ -685,7 +635,7 @@ fn probe_markers_agree_with_stat_for_links_nesting_and_huge_dirs() {
 
 #[test]
 fn probe_reports_missing_file_and_dir_in_order() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("exec");
     let project = dir.0.join("web");
     std::fs::create_dir_all(project.join(".git")).expect("mkdir");
     // "hello ☃": the 8-byte cap falls inside the snowman, which is dropped, not mangled.

@@ -4,9 +4,11 @@
 //! Most tests call the blocking functions in `agent_dispatch_transports::jobs` directly; one
 //! goes through the executor (`Effect::Io` → `Input::IoDone`) to check the wiring.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,33 +17,10 @@ use agent_dispatch_core::jobs::{JobRecord, JobStatus, JobSummary};
 use agent_dispatch_core::{Effect, Input, IoRequest, IoResult, OpId};
 use agent_dispatch_transports::{jobs, Executor};
 
+use support::{mode, TempDir};
+
 const ID: &str = "0123456789abcdef0123456789abcdef";
 const ID2: &str = "fedcba9876543210fedcba9876543210";
-
-/// A fresh folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "adt-jobs-{}-{:x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path.canonicalize().expect("canonical temp dir"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
-}
 
 /// Every name in `dir`, sorted, recursively (`sub/name`).
 fn tree(dir: &Path) -> Vec<String> {
@@ -105,7 +84,7 @@ fn bad_ids() -> Vec<String> {
 
 #[test]
 fn invalid_ids_are_refused_by_every_op_before_any_fs_access() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     // A folder that does not exist: any access would create it or its records.
     let missing = root.0.join("nowhere").join("jobs");
     // And one that exists, so a traversal would have somewhere to land.
@@ -165,7 +144,7 @@ fn an_unset_jobs_folder_is_refused() {
 
 #[test]
 fn records_are_0600_in_a_0700_folder() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = root.0.join("deep").join("jobs");
     write(&dir, &record(ID, JobStatus::Pending)).expect("write");
     assert_eq!(mode(&dir), 0o700);
@@ -190,7 +169,7 @@ fn records_are_0600_in_a_0700_folder() {
 
 #[test]
 fn a_terminal_record_is_never_overwritten() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = &root.0;
     // pending → running → running (progress) → done: every step is allowed.
     write(dir, &record(ID, JobStatus::Pending)).expect("pending");
@@ -232,7 +211,7 @@ fn a_terminal_record_is_never_overwritten() {
 
 #[test]
 fn an_oversized_record_is_refused_both_ways() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = &root.0;
     let big = "x".repeat(jobs::MAX_JOB_BYTES as usize + 1);
     assert!(jobs::write_job(dir, ID, &big).is_err());
@@ -256,7 +235,7 @@ fn an_oversized_record_is_refused_both_ways() {
 
 #[test]
 fn odd_files_are_errors_not_hangs() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = &root.0;
     // A FIFO named like a record must not block the reader.
     let fifo = dir.join(format!("{ID}.json"));
@@ -284,7 +263,7 @@ fn odd_files_are_errors_not_hangs() {
 
 #[test]
 fn listing_keeps_valid_record_names_only() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = &root.0;
     write(dir, &record(ID, JobStatus::Pending)).expect("write");
     write(dir, &record(ID2, JobStatus::Done)).expect("write");
@@ -314,7 +293,7 @@ fn listing_keeps_valid_record_names_only() {
 
 #[test]
 fn stale_temp_files_are_cleaned_and_fresh_ones_kept() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = &root.0;
     write(dir, &record(ID, JobStatus::Pending)).expect("write");
     let old = SystemTime::now() - Duration::from_secs(60);
@@ -361,7 +340,7 @@ fn stale_temp_files_are_cleaned_and_fresh_ones_kept() {
 
 #[test]
 fn delete_counts_what_existed() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = &root.0;
     write(dir, &record(ID, JobStatus::Done)).expect("write");
     write(dir, &record(ID2, JobStatus::Failed)).expect("write");
@@ -386,7 +365,7 @@ fn delete_counts_what_existed() {
 #[test]
 fn concurrent_writers_of_one_id_never_expose_a_partial_record() {
     const WRITES: usize = 200;
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = Arc::new(root.0.join("jobs"));
     let done = Arc::new(AtomicBool::new(false));
     // A reader that parses the record as often as it can while the writers race.
@@ -441,7 +420,7 @@ fn concurrent_writers_of_one_id_never_expose_a_partial_record() {
 #[test]
 fn listing_ten_thousand_records() {
     const N: usize = 10_000;
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = &root.0;
     let setup = Instant::now();
     let mut ids = Vec::with_capacity(N);
@@ -502,7 +481,7 @@ fn listing_ten_thousand_records() {
 
 #[test]
 fn the_executor_runs_job_requests_in_the_jobs_folder() {
-    let root = TempDir::new();
+    let root = TempDir::new("jobs");
     let dir = root.0.join("jobs");
     let (tx, inputs) = async_channel::unbounded();
     let mut exec = Executor::new(tx);

@@ -16,6 +16,8 @@
 //! `AGENT_DISPATCH_REQUIRE_REAL_CLIENTS=1` (set by `.ci/run`), where that is a failure.
 //! `AGENT_DISPATCH_PYTHON` picks the interpreter that creates the venvs (default `python3`).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -27,28 +29,9 @@ use agent_dispatch_core::jobs::{JobRecord, JobStatus};
 use agent_dispatch_transports::jobs;
 use serde_json::{json, Map, Value};
 
+use support::TempDir;
+
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/jobs_compat.py");
-
-/// A fresh folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "adt-pyjobs-{}-{:x}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path.canonicalize().expect("canonical temp dir"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn required() -> bool {
     std::env::var("AGENT_DISPATCH_REQUIRE_REAL_CLIENTS").is_ok_and(|v| v == "1")
@@ -301,7 +284,7 @@ fn compat(version: &str) {
     };
 
     // a. Ours → Python.
-    let scratch = TempDir::new();
+    let scratch = TempDir::new("pyjobs");
     let dir = scratch.0.join("jobs");
     let records = our_records(unix_now());
     for rec in records.values() {
@@ -429,7 +412,7 @@ fn compat(version: &str) {
     assert!(err.contains("already done"), "{err}");
 
     // b. Python → ours.
-    let scratch = TempDir::new();
+    let scratch = TempDir::new("pyjobs");
     let dir = scratch.0.join("jobs");
     let written = py(&python, &["write", dir.to_str().expect("utf8 path")]);
     let ids: BTreeMap<String, String> =

@@ -1,36 +1,15 @@
 //! The stdio transport end to end, through the real core: lines in, replies out, and the
 //! server ends when its input does.
 
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+mod support;
+
 use std::time::Duration;
 
 use agent_dispatch_core::Options;
 use agent_dispatch_transports::stdio;
-use futures_lite::io::AsyncWrite;
 use serde_json::Value;
 
-/// A writer that keeps what it is given.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl AsyncWrite for Sink {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.0.lock().expect("sink").extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
+use support::Sink;
 
 #[test]
 fn replies_in_order_then_exits_at_eof() {
