@@ -15,7 +15,7 @@ mod support;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
@@ -26,20 +26,6 @@ const AGENT: &str = "helper";
 
 // ---------------------------------------------------------------------------------------------
 // the rig
-
-/// A scratch directory for `test`, or `None` (after a skip message) without `python3`.
-fn scratch_for(test: &str) -> Option<Scratch> {
-    if which(&python()).is_none() {
-        skip_or_fail(test, "python3 (for the fake claude) is not on PATH");
-        return None;
-    }
-    Some(Scratch::new(test))
-}
-
-/// Where the fake appends one JSON line per run (`FAKE_CLAUDE_LOG`).
-fn fake_log(scratch: &Scratch) -> PathBuf {
-    scratch.join("fake-claude.log")
-}
 
 /// An initialized server whose `claude` is `claude`, with one agent (`helper`, an empty
 /// directory, `agent_extra` lines), `settings` lines, the cache off, and `vars` (plus

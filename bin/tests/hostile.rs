@@ -59,20 +59,6 @@ const INVALID_PARAMS: i64 = -32602;
 // ---------------------------------------------------------------------------------------------
 // the rig
 
-/// A scratch directory for `test`, or `None` (after a skip message) without `python3`.
-fn scratch_for(test: &str) -> Option<Scratch> {
-    if which(&python()).is_none() {
-        skip_or_fail(test, "python3 (for the fake claude) is not on PATH");
-        return None;
-    }
-    Some(Scratch::new(test))
-}
-
-/// Where the fake appends one JSON line per run (`FAKE_CLAUDE_LOG`).
-fn fake_log(scratch: &Scratch) -> PathBuf {
-    scratch.join("fake-claude.log")
-}
-
 /// The `helper` agent in `scratch/agent`, the cache off, plus `settings` lines.
 fn helper_config(scratch: &Scratch, settings: &[&str]) -> PathBuf {
     let agent_dir = scratch.dir("agent");

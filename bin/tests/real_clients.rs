@@ -11,18 +11,22 @@
 //! failure. `AGENT_DISPATCH_PYTHON` picks the Python interpreter (default `python3`),
 //! `CLAUDE_BIN` the Claude Code CLI (default `claude`).
 
+mod support;
+
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agent-dispatch");
+use support::{
+    real_clients_required, run_limited, skip_or_fail, wait_limited, Finished, Scratch, BIN,
+};
+
 const MANAGEMENT_TOOLS: [&str; 5] = [
     "list_agents",
     "inspect_agent",
@@ -36,113 +40,6 @@ const CLAUDE_VERSION: &str = "2.1.330";
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-/// A scratch directory under the system temp dir, unique per process and test, removed on drop.
-#[derive(Debug)]
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!(
-            "agent-dispatch-real-clients-{}-{n}-{tag}",
-            std::process::id()
-        ));
-        if path.exists() {
-            fs::remove_dir_all(&path).expect("remove stale scratch dir");
-        }
-        fs::create_dir_all(&path).expect("create scratch dir");
-        // Canonical, so paths the server resolves compare equal to ours.
-        let path = path.canonicalize().expect("canonicalize scratch dir");
-        Scratch { path }
-    }
-
-    fn join(&self, rel: &str) -> PathBuf {
-        self.path.join(rel)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-fn real_clients_required() -> bool {
-    std::env::var("AGENT_DISPATCH_REQUIRE_REAL_CLIENTS").is_ok_and(|v| v == "1")
-}
-
-/// Report a missing external client: a skip locally, a failure when it is required.
-fn skip_or_fail(test: &str, why: &str) {
-    if real_clients_required() {
-        panic!("{test}: AGENT_DISPATCH_REQUIRE_REAL_CLIENTS=1 but {why}");
-    }
-    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests, and a
-    // skip should be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: {test}: {why} (set AGENT_DISPATCH_REQUIRE_REAL_CLIENTS=1 to make this a failure)"
-    );
-}
-
-#[derive(Debug)]
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-fn spawn_reader<R: Read + Send + 'static>(mut pipe: R) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        buf
-    })
-}
-
-/// Wait for `child` (stdout/stderr piped) for at most `limit`; kill it and panic past that.
-fn wait_with_limit(mut child: Child, started: Instant, limit: Duration, what: &str) -> Finished {
-    let out = spawn_reader(child.stdout.take().expect("stdout is piped"));
-    let err = spawn_reader(child.stderr.take().expect("stderr is piped"));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stdout = String::from_utf8_lossy(&out.join().expect("stdout reader")).into_owned();
-            let stderr = String::from_utf8_lossy(&err.join().expect("stderr reader")).into_owned();
-            panic!("{what}: still running after {limit:?}; killed.\nstdout:\n{stdout}\nstderr:\n{stderr}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.join().expect("stdout reader")).into_owned();
-    let stderr = String::from_utf8_lossy(&err.join().expect("stderr reader")).into_owned();
-    Finished {
-        status,
-        stdout,
-        stderr,
-        elapsed,
-    }
-}
-
-/// Run `cmd` with a null stdin, capturing stdout/stderr, for at most `limit`.
-fn run_limited(mut cmd: Command, limit: Duration, what: &str) -> Finished {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot spawn: {e}"));
-    wait_with_limit(child, started, limit, what)
-}
 
 /// Start `agent-dispatch serve` with an isolated config, feed it `input` and close its stdin.
 fn serve_raw(scratch: &Scratch, input: &str) -> Finished {
@@ -169,7 +66,7 @@ fn serve_raw(scratch: &Scratch, input: &str) -> Finished {
         drop(stdin); // EOF: the server must answer everything, then exit 0.
         result
     });
-    let finished = wait_with_limit(
+    let finished = wait_limited(
         child,
         started,
         Duration::from_secs(20),

@@ -197,6 +197,20 @@ pub fn claude_path_dir(scratch: &Scratch, claude: &Path) -> PathBuf {
     dir
 }
 
+/// A scratch directory for `test`, or `None` (after a skip message) without `python3`.
+pub fn scratch_for(test: &str) -> Option<Scratch> {
+    if which(&python()).is_none() {
+        skip_or_fail(test, "python3 (for the fake claude) is not on PATH");
+        return None;
+    }
+    Some(Scratch::new(test))
+}
+
+/// Where the fake appends one JSON line per run (`FAKE_CLAUDE_LOG`).
+pub fn fake_log(scratch: &Scratch) -> PathBuf {
+    scratch.join("fake-claude.log")
+}
+
 /// `dir` first, then the current `PATH`.
 pub fn path_with(dir: &Path) -> std::ffi::OsString {
     let mut dirs = vec![dir.to_owned()];
@@ -377,9 +391,15 @@ pub fn run_limited(mut cmd: Command, limit: Duration, what: &str) -> Finished {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: cannot spawn: {e}"));
+    wait_limited(child, started, limit, what)
+}
+
+/// Waits for `child` (stdout and stderr piped), started at `started`, for at most `limit`
+/// (then kills it and panics with what it printed).
+pub fn wait_limited(mut child: Child, started: Instant, limit: Duration, what: &str) -> Finished {
     let out = Collector::spawn(child.stdout.take().expect("stdout is piped"));
     let err = Collector::spawn(child.stderr.take().expect("stderr is piped"));
     let status = loop {
